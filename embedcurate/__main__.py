@@ -1,0 +1,3 @@
+from embedcurate.cli import main
+
+main()

