@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -32,3 +33,26 @@ class ShardSetError(EmbedCurateError):
 
 class ConfigError(EmbedCurateError):
     """A blend or flow configuration that does not validate."""
+
+
+class BadRowPolicy:
+    """What a reader does with a bad row: raise an InputError, or drop it and count the reason.
+
+    `on_error="drop"` needs a `drop` callback (usually `StageReport.drop` bound to a source) so
+    that nothing is dropped silently.
+    """
+
+    def __init__(self, on_error: str = "raise", drop: Callable[[str], None] | None = None) -> None:
+        if on_error not in ("raise", "drop"):
+            raise ValueError(f"on_error must be 'raise' or 'drop', not {on_error!r}")
+        if on_error == "drop" and drop is None:
+            raise ValueError("on_error='drop' needs a drop counter")
+        self.on_error = on_error
+        self._drop = drop
+
+    def bad(self, path: str | Path, reason: str, row: int | None = None, detail: str = "") -> None:
+        """Handle one bad row; `reason` is a short stable key used for counting."""
+        if self.on_error == "raise":
+            raise InputError(path, f"{reason}{': ' + detail if detail else ''}", row)
+        assert self._drop is not None
+        self._drop(reason)

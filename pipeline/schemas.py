@@ -1,6 +1,7 @@
 """The data contract between stages: one pyarrow schema per table, declared once, here.
 
-Three tables flow through the pipeline (see DESIGN.md, "Data contract"):
+Three tables flow through the pipeline (see DESIGN.md, "Data contract"), plus the corpus a
+source may bring for mining to draw candidates from:
 
 - ``pairs``: what sources and the generator produce, one row per (query, positive);
 - ``mined``: pairs plus the negatives a teacher mined for them, with per-negative lineage;
@@ -30,6 +31,7 @@ class TaskType(StrEnum):
 
 
 class TableKind(StrEnum):
+    CORPUS = "corpus"
     PAIRS = "pairs"
     MINED = "mined"
     TRAIN = "train"
@@ -79,6 +81,17 @@ _MINING_FIELDS = [
     pa.field("candidates_dropped", pa.int32(), nullable=False),
 ]
 
+# Documents a source brings beside its pairs (a BEIR corpus): the pool mining draws from.
+CORPUS_SCHEMA = pa.schema(
+    [
+        pa.field("schema_version", pa.int16(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("text", pa.string(), nullable=False),
+    ]
+)
+
 PAIRS_SCHEMA = pa.schema(_IDENTITY_FIELDS + _PAIR_FIELDS)
 
 MINED_SCHEMA = pa.schema(_IDENTITY_FIELDS + _PAIR_FIELDS + _MINING_FIELDS)
@@ -104,6 +117,7 @@ TRAIN_SCHEMA = pa.schema(
 )
 
 SCHEMAS: dict[TableKind, pa.Schema] = {
+    TableKind.CORPUS: CORPUS_SCHEMA,
     TableKind.PAIRS: PAIRS_SCHEMA,
     TableKind.MINED: MINED_SCHEMA,
     TableKind.TRAIN: TRAIN_SCHEMA,

@@ -4,6 +4,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.schemas import (
+    CORPUS_SCHEMA,
     MINED_SCHEMA,
     PAIRS_SCHEMA,
     SCHEMA_VERSION,
@@ -17,6 +18,7 @@ from pipeline.schemas import (
 
 
 def test_every_table_carries_schema_version_and_identity_columns() -> None:
+    assert CORPUS_SCHEMA.names[0] == "schema_version"
     for schema in (PAIRS_SCHEMA, MINED_SCHEMA, TRAIN_SCHEMA):
         names = schema.names
         assert names[:6] == [
@@ -45,8 +47,9 @@ def test_mined_extends_pairs_with_mining_lineage() -> None:
 
 
 def test_fingerprints_differ_per_table_and_ignore_metadata() -> None:
-    prints = {schema_fingerprint(s) for s in (PAIRS_SCHEMA, MINED_SCHEMA, TRAIN_SCHEMA)}
-    assert len(prints) == 3
+    schemas = (CORPUS_SCHEMA, PAIRS_SCHEMA, MINED_SCHEMA, TRAIN_SCHEMA)
+    prints = {schema_fingerprint(s) for s in schemas}
+    assert len(prints) == 4
     with_meta = PAIRS_SCHEMA.with_metadata({b"x": b"y"})
     assert schema_fingerprint(with_meta) == schema_fingerprint(PAIRS_SCHEMA)
     assert kind_of_fingerprint(schema_fingerprint(TRAIN_SCHEMA)) is TableKind.TRAIN
