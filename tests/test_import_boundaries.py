@@ -29,6 +29,7 @@ EDGE_MODULES: dict[str, set[str]] = {
     "vllm": {"pipeline/generation/vllm_backend.py"},
     "openai": {"pipeline/generation/openai_backend.py"},
     "llama_cpp": {"pipeline/generation/embedded_backend.py"},
+    "datasets": {"pipeline/hub.py", "model/"},
 }
 # pipeline/ may import only these third-party packages at module level
 PIPELINE_TOP_LEVEL = {"pyarrow", "polars", "pydantic", "numpy", "yaml"}
