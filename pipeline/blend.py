@@ -77,6 +77,17 @@ class SourceConfig(FrozenModel):
     sts_threshold: float = Field(default=4.0, description="STS pairs at or above this score")
     score_max: float = Field(default=5.0, gt=0)
     on_error: Literal["raise", "drop"] = "raise"
+    delimiter: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1,
+        description="csv field separator; default tab for .tsv/.txt files, comma otherwise",
+    )
+    header: bool = Field(default=True, description="csv: first line names the columns")
+    quoting: bool = Field(default=True, description="csv: honour quote characters")
+    keep_where: dict[str, str] = Field(
+        default_factory=dict, description="keep only rows whose column equals the value"
+    )
     license: str = "unknown"
     language: str = "en"
 

@@ -1,0 +1,506 @@
+"""The sources stage: public and local data into the pairs table, for both training stages.
+
+`run_sources(sources, out_dir, cfg)` reads each blend source (a BEIR folder or hub dataset; a
+JSONL, Parquet or CSV file with a column mapping; a Hugging Face dataset by hub id or local
+path) and writes, under the run folder `out_dir`:
+
+- `pairs/<source>/`   PAIRS shards, one row per (query, positive) — see `pipeline.pair_rows`
+- `corpus/<source>/`  CORPUS shards, for sources that bring documents: a BEIR corpus, the
+                      distinct positives (and given negatives) of a flat retrieval file, every
+                      sentence of an STS set. Classification and clustering sources have none:
+                      their negatives are given on the rows.
+- `pairs/report.json` the stage report of this call; each `pairs/<source>/report.json` holds
+                      that source's part, so per-source runs in parallel keep their own.
+
+In two passes: every source's candidate rows are built and staged first, then caps decide
+which rows each keeps (`pipeline.selection`: `max_rows`, `weight` against
+`output.max_rows_per_stage`, and the blend's seed), so the outcome never depends on read order.
+
+Counting, per source in the report: `num_in` is the records read (file rows, dataset rows, or
+a BEIR split's qrels judgments); `num_kept` the pairs rows written (an STS pair gives two);
+`dropped` every record or row left out, by reason — bad input under `on_error: drop`, and the
+rules (`below_sts_threshold`, `duplicate_pair`, `singleton_label`, `max_rows`, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.beir import BeirScan, document_text, local_beir_parts, scan_beir
+from pipeline.blend import BlendConfig, SourceConfig
+from pipeline.errors import BadRowPolicy, ConfigError, InputError
+from pipeline.instructions import (
+    SYMMETRIC_BY_DEFAULT,
+    InstructionTable,
+    load_instruction_table,
+)
+from pipeline.pair_rows import (
+    OPTIONAL_FIELDS,
+    REQUIRED_FIELDS,
+    BuiltRows,
+    FieldReader,
+    Record,
+    SourceCounter,
+    SourceTask,
+    example_id,
+    example_rows,
+    retrieval_rows,
+    sts_rows,
+)
+from pipeline.readers import iter_delimited, iter_jsonl, iter_parquet, parquet_columns, read_header
+from pipeline.report import StageReport
+from pipeline.schemas import TableKind, TaskType, rows_to_table, schema_for
+from pipeline.selection import Allotment, allot_rows, choose_rows
+from pipeline.shards import ShardWriter, write_shards
+
+logger = logging.getLogger(__name__)
+
+PAIRS_DIR = "pairs"
+CORPUS_DIR = "corpus"
+CORPUS_BATCH_ROWS = 10_000
+TAB_SUFFIXES = {".tsv", ".tab", ".txt"}
+
+
+def pairs_dir(out_dir: Path, source_name: str) -> Path:
+    return Path(out_dir) / PAIRS_DIR / source_name
+
+
+def corpus_dir(out_dir: Path, source_name: str) -> Path:
+    return Path(out_dir) / CORPUS_DIR / source_name
+
+
+# ---------------------------------------------------------------------------------------------
+# Task resolution: which instruction, task type, stage and document side a source gets
+
+
+def default_task_name(source: SourceConfig, table: InstructionTable) -> str:
+    """`task`, else the first of the folder, hub dataset and source names the table knows."""
+    if source.task:
+        return source.task
+    candidates = [source.name]
+    if source.hub_id:
+        candidates.insert(0, source.hub_id.rsplit("/", 1)[-1])
+    if source.kind == "beir" and source.path is not None:
+        candidates.insert(0, source.path.name)
+    return next((name for name in candidates if name in table), candidates[0])
+
+
+def resolve_task(source: SourceConfig, table: InstructionTable) -> SourceTask:
+    """The source's task from the instruction table (its `instruction` overrides the definition).
+
+    The task type and stage default to the table's: retrieval tasks feed stage 1, the others
+    stage 2 (NV-Embed keeps them out of stage 1, whose in-batch negatives would be wrong for
+    them). A type that contradicts the table is an error unless the source brings its own
+    instruction; a non-retrieval source set to stage 1 is an error.
+    """
+    name = default_task_name(source, table)
+    explicit = source.model_fields_set
+    # Without its own instruction a source must name a known task (the error lists them).
+    entry = table.get(name) if source.instruction is None or name in table else None
+    task_type = TaskType(source.task_type)
+    if entry is not None and "task_type" not in explicit:
+        task_type = entry.task_type
+    elif entry is not None and source.instruction is None and task_type != entry.task_type:
+        raise ConfigError(
+            f"source {source.name!r}: task {entry.name} is a {entry.task_type} task in the "
+            f"instruction table, but the source says task_type: {task_type} (give an "
+            "`instruction:` to use another definition)"
+        )
+    stage = source.stage if "stage" in explicit else (1 if task_type == TaskType.RETRIEVAL else 2)
+    if stage == 1 and task_type != TaskType.RETRIEVAL:
+        raise ConfigError(
+            f"source {source.name!r}: a {task_type} source cannot feed stage 1 (stage 1 trains "
+            "with in-batch negatives, which same-label examples would poison); use stage: 2"
+        )
+    if source.kind == "beir" and task_type != TaskType.RETRIEVAL:
+        raise ConfigError(f"source {source.name!r}: a beir source is a retrieval task")
+    same_type = entry is not None and entry.task_type == task_type
+    return SourceTask(
+        source=source.name,
+        task_name=entry.name if entry is not None else name,
+        task_type=task_type,
+        definition=(source.instruction or (entry.definition if entry else "")).strip(),
+        symmetric=entry.symmetric if same_type and entry else task_type in SYMMETRIC_BY_DEFAULT,
+        stage=stage,
+    )
+
+
+def check_columns(source: SourceConfig, task: SourceTask) -> None:
+    """Refuse a column mapping with fields this task type does not use."""
+    if source.kind == "beir":
+        if source.columns:
+            raise ConfigError(f"source {source.name!r}: a beir source takes no `columns`")
+        return
+    allowed = REQUIRED_FIELDS[task.task_type] + OPTIONAL_FIELDS[task.task_type]
+    unknown = sorted(set(source.columns) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"source {source.name!r}: columns {', '.join(unknown)} are not used by a "
+            f"{task.task_type} source; allowed: {', '.join(allowed)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading records of each kind
+
+
+@dataclass(frozen=True)
+class _Records:
+    where: str
+    rows: Iterator[Record]
+    columns: list[str] | None  # known up front (header, schema), or None (JSONL)
+    header_line: int | None = None
+
+
+def _delimiter(source: SourceConfig, path: Path) -> str:
+    if source.delimiter is not None:
+        return source.delimiter
+    return "\t" if path.suffix.lower() in TAB_SUFFIXES else ","
+
+
+def _open_records(source: SourceConfig, policy: BadRowPolicy) -> _Records:
+    path = source.path
+    if source.kind == "hf":
+        from pipeline.hub import load_hf_split
+
+        table = load_hf_split(source.hub_id, path, source.hf_config, source.split)
+        return _Records(table.where, table.rows, table.columns)
+    assert path is not None  # the blend requires a path for file kinds
+    if not path.is_file():
+        raise InputError(path, f"{source.kind} file not found")
+    if source.kind == "jsonl":
+        return _Records(str(path), iter_jsonl(path, policy), None)
+    if source.kind == "parquet":
+        return _Records(str(path), iter_parquet(path), parquet_columns(path))
+    delimiter = _delimiter(source, path)
+    columns = read_header(path, delimiter, quoting=source.quoting) if source.header else None
+    rows = iter_delimited(
+        path, policy, delimiter=delimiter, header=source.header, quoting=source.quoting
+    )
+    return _Records(str(path), rows, columns, header_line=1 if source.header else None)
+
+
+def _require_columns(records: _Records, reader: FieldReader, fields: Sequence[str]) -> None:
+    """A column the whole file lacks is a configuration error, not a bad row: raise."""
+    if records.columns is None:
+        return
+    wanted = [reader.column(name) for name in fields] + list(reader.keep_where)
+    missing = [column for column in wanted if column not in records.columns]
+    if missing:
+        raise InputError(
+            records.where,
+            f"missing column(s) {', '.join(map(repr, missing))}; the columns are: "
+            f"{', '.join(records.columns)} (map ours to yours with `columns:`)",
+            records.header_line,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the candidate rows of one source
+
+
+@dataclass(frozen=True)
+class _Staged:
+    task: SourceTask
+    path: Path
+    num_rows: int
+    corpus_dir: Path | None
+    num_docs: int | None
+
+
+def _corpus_rows(source: str, documents: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    return [
+        {"source": source, "doc_id": doc_id, "title": title or None, "text": text}
+        for doc_id, (title, text) in documents.items()
+    ]
+
+
+class _CorpusSink:
+    """Streams documents into a CORPUS shard set in batches (a BEIR corpus can be millions)."""
+
+    def __init__(self, writer: ShardWriter, source: str) -> None:
+        self.writer = writer
+        self.source = source
+        self.buffer: dict[str, tuple[str, str]] = {}
+        self.num_docs = 0
+
+    def add(self, doc_id: str, title: str, text: str) -> None:
+        self.buffer[doc_id] = (title, text)
+        self.num_docs += 1
+        if len(self.buffer) >= CORPUS_BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.writer.write_rows(_corpus_rows(self.source, self.buffer))
+            self.buffer = {}
+
+
+def _corpus_writer(source: SourceConfig, out_dir: Path, cfg: BlendConfig) -> ShardWriter:
+    return ShardWriter(
+        corpus_dir(out_dir, source.name),
+        TableKind.CORPUS,
+        rows_per_shard=cfg.output.rows_per_shard,
+        config={"source": source.model_dump(mode="json")},
+    )
+
+
+def _beir_rows(
+    source: SourceConfig,
+    task: SourceTask,
+    out_dir: Path,
+    cfg: BlendConfig,
+    policy: BadRowPolicy,
+    report: StageReport,
+) -> tuple[BuiltRows, int]:
+    """Rows from a BEIR split; the corpus streams into CORPUS shards as it is checked."""
+    if source.path is not None:
+        parts = local_beir_parts(source.path, source.split, policy)
+    else:
+        from pipeline.hub import hub_beir_parts
+
+        assert source.hub_id is not None
+        parts = hub_beir_parts(source.hub_id, source.split)
+    from tqdm import tqdm
+
+    with (
+        _corpus_writer(source, out_dir, cfg) as writer,
+        tqdm(desc=f"{source.name} corpus", unit=" docs", disable=None) as progress,
+    ):
+        sink = _CorpusSink(writer, source.name)
+
+        def add_document(doc_id: str, title: str, text: str) -> None:
+            sink.add(doc_id, title, text)
+            progress.update()
+
+        scan = scan_beir(parts, policy, add_document)
+        sink.flush()
+    report.read(source.name, scan.num_judgments)
+    return BuiltRows(rows=_rows_from_scan(scan, task, parts.qrels.where)), scan.num_docs
+
+
+def _rows_from_scan(scan: BeirScan, task: SourceTask, qrels_where: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for query_id, positives in scan.qrels.items():
+        negatives = [
+            document_text(*scan.judged_docs[doc_id])
+            for doc_id in scan.judged_negatives.get(query_id, [])
+        ]
+        for doc_id in positives:
+            line = scan.judgment_lines[(query_id, doc_id)]
+            rows.append(
+                {
+                    "example_id": example_id(task.source, query_id, doc_id),
+                    "source": task.source,
+                    "task_type": task.task_type.value,
+                    "task_name": task.task_name,
+                    "stage": task.stage,
+                    "instruction": task.definition,
+                    "query_id": query_id,
+                    "query": scan.queries[query_id],
+                    "positive_id": doc_id,
+                    "positive": document_text(*scan.judged_docs[doc_id]),
+                    "positive_ids": list(positives),
+                    "given_negatives": negatives or None,
+                    "symmetric": task.symmetric,
+                    "provenance": f"{qrels_where}:{line}",
+                }
+            )
+    return rows
+
+
+def _counted_drop(report: StageReport, source_name: str) -> Callable[[str], None]:
+    def skip(reason: str) -> None:
+        report.drop(source_name, reason)
+
+    return skip
+
+
+def _flat_rows(
+    source: SourceConfig,
+    task: SourceTask,
+    cfg: BlendConfig,
+    policy: BadRowPolicy,
+    report: StageReport,
+    counter: SourceCounter,
+) -> BuiltRows:
+    records = _open_records(source, policy)
+    reader = FieldReader(
+        records.where,
+        dict(source.columns),
+        policy,
+        skip=_counted_drop(report, source.name),
+        keep_where=dict(source.keep_where),
+    )
+    mapped_optional = [f for f in OPTIONAL_FIELDS[task.task_type] if f in source.columns]
+    _require_columns(records, reader, [*REQUIRED_FIELDS[task.task_type], *mapped_optional])
+    if task.task_type == TaskType.RETRIEVAL:
+        return retrieval_rows(records.rows, task, reader, counter)
+    if task.task_type == TaskType.STS:
+        return sts_rows(
+            records.rows,
+            task,
+            reader,
+            counter,
+            threshold=source.sts_threshold,
+            score_max=source.score_max,
+        )
+    return example_rows(
+        records.rows,
+        task,
+        reader,
+        counter,
+        seed=cfg.seed,
+        num_negatives=cfg.mining.num_negatives,
+    )
+
+
+def _stage_source(
+    source: SourceConfig,
+    task: SourceTask,
+    out_dir: Path,
+    staging_dir: Path,
+    cfg: BlendConfig,
+    report: StageReport,
+) -> _Staged:
+    """Build a source's candidate rows (writing its corpus) and stage them as one Parquet."""
+    policy = BadRowPolicy(source.on_error, _counted_drop(report, source.name))
+    counter = SourceCounter(read=lambda: report.read(source.name))
+    num_docs: int | None = None
+    if source.kind == "beir":
+        built, num_docs = _beir_rows(source, task, out_dir, cfg, policy, report)
+    else:
+        built = _flat_rows(source, task, cfg, policy, report, counter)
+        if built.documents is not None:
+            documents = {doc_id: ("", text) for doc_id, text in built.documents.items()}
+            with _corpus_writer(source, out_dir, cfg) as writer:
+                writer.write_rows(_corpus_rows(source.name, documents))
+            num_docs = len(documents)
+    if counter.notes:
+        report.details.setdefault("notes", {})[source.name] = dict(sorted(counter.notes.items()))
+    staged_path = staging_dir / f"{source.name}.parquet"
+    table = (
+        rows_to_table(built.rows, TableKind.PAIRS)
+        if built.rows
+        else schema_for(TableKind.PAIRS).empty_table()
+    )
+    pq.write_table(table, staged_path)
+    logger.info("%s: %d candidate rows", source.name, table.num_rows)
+    return _Staged(
+        task=task,
+        path=staged_path,
+        num_rows=table.num_rows,
+        corpus_dir=corpus_dir(out_dir, source.name) if num_docs is not None else None,
+        num_docs=num_docs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Selecting and writing
+
+
+def _write_selected(
+    source: SourceConfig,
+    staged: _Staged,
+    allotment: Allotment,
+    out_dir: Path,
+    cfg: BlendConfig,
+    table_hash: str,
+) -> None:
+    table = pq.read_table(staged.path, memory_map=True)
+    ids = table.column("example_id").to_pylist()
+    chosen = choose_rows(ids, allotment.kept, cfg.seed, source.name)
+    selected = table.take(pa.array(chosen)) if len(chosen) < table.num_rows else table
+    write_shards(
+        selected,
+        pairs_dir(out_dir, source.name),
+        TableKind.PAIRS,
+        rows_per_shard=cfg.output.rows_per_shard,
+        config={
+            "source": source.model_dump(mode="json"),
+            "seed": cfg.seed,
+            "instructions_hash": table_hash,
+            "num_negatives": cfg.mining.num_negatives,
+            "rows_kept": allotment.kept,
+        },
+        seeds={"seed": cfg.seed},
+        extra={"task_name": staged.task.task_name, "stage": staged.task.stage},
+    )
+
+
+def _source_details(staged: _Staged, allotment: Allotment, out_dir: Path) -> dict[str, Any]:
+    task = staged.task
+    return {
+        "task_name": task.task_name,
+        "task_type": task.task_type.value,
+        "stage": task.stage,
+        "symmetric": task.symmetric,
+        "instruction": task.definition,
+        "pairs_dir": str(pairs_dir(out_dir, task.source)),
+        "corpus_dir": str(staged.corpus_dir) if staged.corpus_dir else None,
+        "num_docs": staged.num_docs,
+        "num_candidates": allotment.available,
+        "num_rows": allotment.kept,
+    }
+
+
+def _save_source_report(report: StageReport, name: str, out_dir: Path) -> None:
+    own = StageReport(stage=report.stage, out_dir=str(pairs_dir(out_dir, name)))
+    own.sources[name] = report.sources[name]
+    own.details = {"source": report.details["sources"][name]}
+    if name in report.details.get("notes", {}):
+        own.details["notes"] = report.details["notes"][name]
+    own.started_at = report.started_at
+    own.finish().save(pairs_dir(out_dir, name))
+
+
+def run_sources(sources: Sequence[SourceConfig], out_dir: Path, cfg: BlendConfig) -> StageReport:
+    """Write every source's PAIRS (and CORPUS, where it brings documents) under `out_dir`."""
+    out_dir = Path(out_dir)
+    table = load_instruction_table()
+    report = StageReport(stage="sources", out_dir=str(out_dir))
+    tasks = {source.name: resolve_task(source, table) for source in sources}
+    for source in sources:
+        check_columns(source, tasks[source.name])
+        report.read(source.name, 0)  # list every source, even one that yields nothing
+    (out_dir / PAIRS_DIR).mkdir(parents=True, exist_ok=True)
+    staged: dict[str, _Staged] = {}
+    with tempfile.TemporaryDirectory(prefix=".sources-staging-", dir=out_dir) as staging:
+        for source in sources:
+            logger.info("reading source %s (%s)", source.name, source.kind)
+            staged[source.name] = _stage_source(
+                source, tasks[source.name], out_dir, Path(staging), cfg, report
+            )
+        allotments = allot_rows(
+            available={name: s.num_rows for name, s in staged.items()},
+            max_rows={source.name: source.max_rows for source in sources},
+            weights={source.name: source.weight for source in sources},
+            stage_of={name: s.task.stage for name, s in staged.items()},
+            stage_budgets=dict(cfg.output.max_rows_per_stage),
+        )
+        report.details["sources"] = {}
+        for source in sources:
+            allotment = allotments[source.name]
+            _write_selected(
+                source, staged[source.name], allotment, out_dir, cfg, table.content_hash
+            )
+            report.keep(source.name, allotment.kept)
+            report.drop(source.name, "max_rows", allotment.over_max_rows)
+            report.drop(source.name, "stage_budget", allotment.over_stage_budget)
+            report.details["sources"][source.name] = _source_details(
+                staged[source.name], allotment, out_dir
+            )
+    report.details["instructions_hash"] = table.content_hash
+    report.details["seed"] = cfg.seed
+    for source in sources:
+        _save_source_report(report, source.name, out_dir)
+    report.finish().save(out_dir / PAIRS_DIR)
+    return report
