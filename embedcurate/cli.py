@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "embedcurate.commands.curate",
     "embedcurate.commands.blend",
     "embedcurate.commands.shards",
+    "embedcurate.commands.pairs",
 )
 
 app = typer.Typer(
