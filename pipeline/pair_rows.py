@@ -63,8 +63,11 @@ class SourceTask:
 class SourceCounter:
     """Counts for one source: records read, and notes that are not drops (kept in details)."""
 
-    read: Callable[[], None]
+    num_read: int = 0
     notes: dict[str, int] = field(default_factory=dict)
+
+    def read(self) -> None:
+        self.num_read += 1
 
     def note(self, key: str, n: int = 1) -> None:
         self.notes[key] = self.notes.get(key, 0) + n
@@ -203,6 +206,8 @@ class _QueryGroup:
     query: str
     query_id: str
     positives: list[tuple[str, str, str]] = field(default_factory=list)  # (id, text, provenance)
+    positive_ids: set[str] = field(default_factory=set)
+    positive_hashes: set[str] = field(default_factory=set)
     negatives: list[str] = field(default_factory=list)
 
 
@@ -223,7 +228,8 @@ def retrieval_rows(
         positives = reader.texts(line, record, "positive")
         if query is None or positives is None:
             continue
-        positive_ids = [content_id(text) for text in positives]
+        positive_hashes = [content_id(text) for text in positives]
+        positive_ids = positive_hashes
         if has_positive_id:
             given_ids = reader.raw(line, record, "positive_id")
             if given_ids is None:
@@ -239,7 +245,8 @@ def retrieval_rows(
             if negatives_value is None:
                 continue
             negatives = negatives_value
-        query_id = content_id(query)
+        query_hash = content_id(query)
+        query_id = query_hash
         if has_query_id:
             given_query_id = reader.text(line, record, "query_id")
             if given_query_id is None:
@@ -247,25 +254,29 @@ def retrieval_rows(
             query_id = given_query_id
         group = groups.setdefault(query_id, _QueryGroup(query=query, query_id=query_id))
         provenance = f"{reader.where}:{line}"
-        for positive_id, positive in zip(positive_ids, positives, strict=True):
-            if any(positive_id == known for known, _, _ in group.positives):
+        for positive_id, positive, positive_hash in zip(
+            positive_ids, positives, positive_hashes, strict=True
+        ):
+            if positive_id in group.positive_ids:
                 reader.skip("duplicate_pair")
                 continue
-            if content_id(positive) == content_id(query):
+            if positive_hash == query_hash:
                 reader.skip("query_equals_positive")
                 continue
             group.positives.append((positive_id, positive, provenance))
+            group.positive_ids.add(positive_id)
+            group.positive_hashes.add(positive_hash)
             documents.setdefault(positive_id, positive)
         group.negatives.extend(negatives)
     rows: list[dict[str, Any]] = []
     for group in groups.values():
         all_positive_ids = [pid for pid, _, _ in group.positives]
-        positive_keys = {content_id(text) for _, text, _ in group.positives}
-        negatives = _distinct(group.negatives)
-        kept_negatives = [n for n in negatives if content_id(n) not in positive_keys]
+        negatives = _distinct(group.negatives)  # (hash, text)
+        kept_negatives = [text for key, text in negatives if key not in group.positive_hashes]
         counter.note("given_negative_equals_positive", len(negatives) - len(kept_negatives))
-        for negative in kept_negatives:
-            documents.setdefault(content_id(negative), negative)
+        for key, text in negatives:
+            if key not in group.positive_hashes:
+                documents.setdefault(key, text)
         for positive_id, positive, provenance in group.positives:
             rows.append(
                 {
@@ -282,14 +293,15 @@ def retrieval_rows(
     return BuiltRows(rows=rows, documents=documents)
 
 
-def _distinct(texts: list[str]) -> list[str]:
+def _distinct(texts: list[str]) -> list[tuple[str, str]]:
+    """(content id, text) of each distinct text, first occurrences in order."""
     seen: set[str] = set()
     kept = []
     for text in texts:
         key = content_id(text)
         if key not in seen:
             seen.add(key)
-            kept.append(text)
+            kept.append((key, text))
     return kept
 
 
@@ -332,21 +344,37 @@ def _read_examples(
     return examples
 
 
+def _pick_other(rng: random.Random, pool: list[_Example], taken: set[str]) -> _Example:
+    """A random member of `pool` whose id is not in `taken` (the caller ensures one exists).
+
+    Rejection sampling: pools are large next to the few examples a row takes, so this costs
+    a draw or two, where copying or filtering the pool per row would be quadratic.
+    """
+    while True:
+        candidate = pool[rng.randrange(len(pool))]
+        if candidate.example_id not in taken:
+            return candidate
+
+
 def _sample_other_labels(
     rng: random.Random, by_label: dict[str, list[_Example]], own_label: str, count: int
 ) -> list[_Example]:
     """`count` distinct examples of other labels, cycling over the labels in a seeded order."""
     labels = sorted(label for label in by_label if label != own_label)
     rng.shuffle(labels)
-    pools = {label: list(by_label[label]) for label in labels}
+    taken: set[str] = set()
+    taken_per_label = dict.fromkeys(labels, 0)
     chosen: list[_Example] = []
     while len(chosen) < count and labels:
         for label in list(labels):
-            pool = pools[label]
-            if not pool:
+            pool = by_label[label]
+            if taken_per_label[label] >= len(pool):
                 labels.remove(label)
                 continue
-            chosen.append(pool.pop(rng.randrange(len(pool))))
+            example = _pick_other(rng, pool, taken)
+            taken.add(example.example_id)
+            taken_per_label[label] += 1
+            chosen.append(example)
             if len(chosen) == count:
                 break
     return chosen
@@ -369,15 +397,15 @@ def example_rows(
     num_given = NEGATIVE_POOL_FACTOR * num_negatives
     rows: list[dict[str, Any]] = []
     for example in examples:
-        same_label = [e for e in by_label[example.label] if e.example_id != example.example_id]
-        if not same_label:
+        same_label = by_label[example.label]
+        if len(same_label) < 2:
             reader.skip("singleton_label")
             continue
         if len(by_label) < 2:
             reader.skip("no_other_label")
             continue
         rng = seeded_rng(seed, task.source, example.example_id)
-        positive = same_label[rng.randrange(len(same_label))]
+        positive = _pick_other(rng, same_label, {example.example_id})
         negatives = _sample_other_labels(rng, by_label, example.label, num_given)
         rows.append(
             {

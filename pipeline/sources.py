@@ -373,7 +373,7 @@ def _stage_source(
 ) -> _Staged:
     """Build a source's candidate rows (writing its corpus) and stage them as one Parquet."""
     policy = BadRowPolicy(source.on_error, _counted_drop(report, source.name))
-    counter = SourceCounter(read=lambda: report.read(source.name))
+    counter = SourceCounter()
     num_docs: int | None = None
     if source.kind == "beir":
         built, num_docs = _beir_rows(source, task, out_dir, cfg, policy, report)
@@ -384,6 +384,7 @@ def _stage_source(
             with _corpus_writer(source, out_dir, cfg) as writer:
                 writer.write_rows(_corpus_rows(source.name, documents))
             num_docs = len(documents)
+    report.read(source.name, counter.num_read)
     if counter.notes:
         report.details.setdefault("notes", {})[source.name] = dict(sorted(counter.notes.items()))
     staged_path = staging_dir / f"{source.name}.parquet"
