@@ -34,11 +34,12 @@ _NAME_NOISE = re.compile(r"[\s\-_.]+")
 class UnknownTaskError(ConfigError):
     """A task name that is not in the instruction table; the message lists the known ones."""
 
-    def __init__(self, name: str, known: list[str], table_path: Path) -> None:
+    def __init__(self, name: str, known: list[str], table_path: Path, where: str = "") -> None:
         self.name = name
         self.known = known
         super().__init__(
-            f"unknown task {name!r}: it is not in the instruction table {table_path} "
+            f"{where + ': ' if where else ''}unknown task {name!r}: it is not in the "
+            f"instruction table {table_path} "
             f"(give the source an `instruction:` to use it anyway). Known tasks: "
             f"{', '.join(known)}"
         )
@@ -136,10 +137,11 @@ class InstructionTable:
             return name
         return self._keys.get(normalize_task_name(name))
 
-    def get(self, name: str) -> TaskInstruction:
+    def get(self, name: str, where: str = "") -> TaskInstruction:
+        """The task called `name`; `where` (e.g. the source) prefixes the unknown-task error."""
         canonical = self.resolve(name)
         if canonical is None:
-            raise UnknownTaskError(name, self.names, self.path)
+            raise UnknownTaskError(name, self.names, self.path, where)
         return self.tasks[canonical]
 
     def __contains__(self, name: object) -> bool:

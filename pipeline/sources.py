@@ -104,7 +104,8 @@ def resolve_task(source: SourceConfig, table: InstructionTable) -> SourceTask:
     name = default_task_name(source, table)
     explicit = source.model_fields_set
     # Without its own instruction a source must name a known task (the error lists them).
-    entry = table.get(name) if source.instruction is None or name in table else None
+    needs_entry = source.instruction is None or name in table
+    entry = table.get(name, f"source {source.name!r}") if needs_entry else None
     task_type = TaskType(source.task_type)
     if entry is not None and "task_type" not in explicit:
         task_type = entry.task_type
