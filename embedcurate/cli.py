@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "embedcurate.commands.blend",
     "embedcurate.commands.shards",
     "embedcurate.commands.pairs",
+    "embedcurate.commands.card",
 )
 
 app = typer.Typer(

@@ -17,6 +17,7 @@ never guessed. Everything written passes through `pipeline.redact` first.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline.atomic import write_bytes_atomic, write_json_atomic
+from pipeline.atomic import write_bytes_atomic
 from pipeline.blend import BlendConfig, SourceConfig, parse_blend
 from pipeline.card_stats import ShardStats, compute_stats
 from pipeline.errors import ConfigError, ShardSetError
@@ -43,7 +44,7 @@ PLOTS_DIR = "plots"
 CARD_REPORT_DIR = "reports"  # the card's own report; report.json belongs to the shards' stage
 # Stages in the order the curate flow runs them; reports of other stages follow.
 STAGE_ORDER = ("sources", "generate", "decontaminate", "mine", "template")
-SYNTHETIC_LICENSE = "machine-generated"
+SYNTHETIC_SOURCE = "synthetic"  # the generator's rows (OUT/pairs/synthetic/)
 TASK_CATEGORIES = {
     "retrieval": "text-retrieval",
     "classification": "text-classification",
@@ -241,6 +242,8 @@ def _configured_source(source: SourceConfig) -> dict[str, Any]:
 def _unconfigured_source(name: str, inputs: CardInputs) -> dict[str, Any]:
     """A source the shards hold but the blend does not list: the generator's, or unknown."""
     generator = inputs.blend.generator if inputs.blend else None
+    if name != SYNTHETIC_SOURCE:
+        generator = None
     pairs = inputs.stats.by_stage_source if inputs.stats else Counter()
     stages = sorted(stage for (stage, source) in pairs if source == name)
     return {
@@ -590,7 +593,9 @@ def write_card(card: dict[str, Any], out_dir: Path) -> list[Path]:
 
     card = redact(card)
     json_path, readme_path = out_dir / CARD_JSON_NAME, out_dir / README_NAME
-    write_json_atomic(json_path, card)
+    # Keys keep the card's order (sections as the README shows them), not alphabetical.
+    text = json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n"
+    write_bytes_atomic(json_path, scrub_text(text).encode("utf-8"))
     write_bytes_atomic(readme_path, scrub_text(render_markdown(card)).encode("utf-8"))
     return [json_path, readme_path]
 

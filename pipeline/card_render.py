@@ -370,7 +370,12 @@ def _decontamination(card: Mapping[str, Any]) -> str:
                 table(
                     ["eval set", "kind", "path", "split"],
                     (
-                        [e["name"], e["kind"], e["path"], e["split"]]
+                        [
+                            e["name"],
+                            e["kind"],
+                            e["path"],
+                            e["split"] if e["kind"] == "beir" else None,
+                        ]
                         for e in configured["eval_sets"]
                     ),
                 ),

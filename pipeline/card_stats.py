@@ -78,7 +78,7 @@ class ValueCounts:
     def quantile(self, q: float) -> float:
         values, counts = self.points()
         cumulative = np.cumsum(counts)
-        rank = round(q * (self.num - 1))  # nearest rank, 0-based
+        rank = math.floor(q * (self.num - 1) + 0.5)  # nearest rank (half up), 0-based
         index = int(np.searchsorted(cumulative, rank, side="right"))
         return float(values[min(index, len(values) - 1)])
 

@@ -31,6 +31,7 @@ class StageSpec:
 CURATE_STAGES: tuple[StageSpec, ...] = (
     StageSpec("sources", "pipeline.sources", "run_sources", "public and local data -> pairs"),
     StageSpec("generate", "pipeline.generation.stage", "run_generate", "synthetic pairs by an LLM"),
+    StageSpec("decontaminate", "pipeline.decontam", "run_decontaminate", "drop eval overlaps"),
     StageSpec("mine", "pipeline.mine", "run_mine", "teacher + FAISS hard negatives -> mined"),
     StageSpec("template", "pipeline.templates", "run_template", "instructions -> train shards"),
     StageSpec("card", "pipeline.card", "run_card", "data card beside the train shards"),

@@ -30,6 +30,7 @@ EDGE_MODULES: dict[str, set[str]] = {
     "openai": {"pipeline/generation/openai_backend.py"},
     "llama_cpp": {"pipeline/generation/embedded_backend.py"},
     "datasets": {"pipeline/hub.py", "model/"},
+    "matplotlib": {"pipeline/plots.py"},
 }
 # pipeline/ may import only these third-party packages at module level
 PIPELINE_TOP_LEVEL = {"pyarrow", "polars", "pydantic", "numpy", "yaml"}
