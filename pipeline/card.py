@@ -213,6 +213,9 @@ def _source_rows(inputs: CardInputs) -> list[dict[str, Any]]:
     by_source = inputs.stats.by_source if inputs.stats else Counter()
     configured = {s.name: s for s in inputs.blend.sources} if inputs.blend else {}
     names = list(configured) + sorted(set(by_source) - set(configured))
+    planned_generator = inputs.stats is None and inputs.blend and inputs.blend.generator
+    if planned_generator and SYNTHETIC_SOURCE not in names:
+        names.append(SYNTHETIC_SOURCE)  # a plan: the generator's rows are expected
     rows = []
     for name in names:
         source = configured.get(name)

@@ -99,8 +99,9 @@ def _intro(card: Mapping[str, Any]) -> str:
         needs = ", ".join(card.get("requires") or []) or "resources this machine lacks"
         return _blocks(
             description,
-            f"**Not run.** This card was rendered from the blend alone: the blend needs {needs}, "
-            "and no run of it has produced shards here. It lists what the blend asks for. "
+            f"**Not run.** This card was rendered from the blend alone. The blend needs {needs} "
+            "(its `requires`), so no run of it has produced shards here. It lists what the "
+            "blend asks for. "
             "It holds no row counts, scores or samples, because none exist yet; run "
             "`embedcurate curate` on the blend where it can run to get the real card.",
         )
@@ -383,6 +384,8 @@ def _decontamination(card: Mapping[str, Any]) -> str:
         )
     if status == "unknown":
         parts.append("Unknown: no blend, and no decontamination report was found.")
+    elif status == "not configured" and card["status"] == "planned":
+        parts.append("The blend names no evaluation sets: a run of it would not be decontaminated.")
     elif status == "not configured":
         parts.append("Not decontaminated: the blend names no evaluation sets.")
     elif status == "configured, no report":

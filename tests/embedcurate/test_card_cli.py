@@ -89,7 +89,7 @@ def test_plan_card_for_a_blend_that_cannot_run_here(tmp_path: Path) -> None:
     assert "planned, not run" in result.stdout
     readme = (out / "README.md").read_text()
     assert "**Not run.**" in readme
-    assert "the blend needs network, gpu" in readme
+    assert "The blend needs network, gpu" in readme
     assert "mteb/msmarco" in readme
     no_blend = run_cli("card", str(out), "--plan")
     assert no_blend.returncode == 1
