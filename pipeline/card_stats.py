@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from pipeline.redact import scrub_text
 from pipeline.shards import iter_shards, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,9 @@ def _count_column(table: pl.DataFrame, columns: list[str]) -> list[tuple[Any, ..
 
 
 def _truncate(text: Any) -> Any:
+    """Shorten a sample text, scrubbing secrets first so no cut-off prefix of one survives."""
+    if isinstance(text, str):
+        text = scrub_text(text)
     if isinstance(text, str) and len(text) > SAMPLE_TEXT_CHARS:
         return text[:SAMPLE_TEXT_CHARS] + "…"
     if isinstance(text, list):

@@ -21,6 +21,7 @@ from pipeline.schemas import TRAIN_SCHEMA, TableKind, rows_to_table
 from pipeline.shards import validate_shards, write_shards
 
 SECRET = "sk-card-test-0123456789abcdefghijklmnop"
+SHAPELESS_SECRET = "plainvalue7f3a9c1e55d04b8e"  # matches no known key shape
 QUERY_INSTRUCTION = "Instruct: Given a question, retrieve passages that answer it\nQuery: "
 LABEL_INSTRUCTION = "Instruct: Classify the topic of the sentence\nQuery: "
 STS_INSTRUCTION = "Instruct: Retrieve semantically similar text\nQuery: "
@@ -462,23 +463,27 @@ def test_secret_never_reaches_card_twin_html_or_manifest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("EMBEDCURATE_TEST_TOKEN", SHAPELESS_SECRET)
     blend = blend_for(tmp_path, generator="openai")
     rows = train_rows()
-    rows[0]["positive"] = f"the server replied: Incorrect API key provided: {SECRET}"
+    rows[0]["query"] = QUERY_INSTRUCTION + f"Incorrect API key provided: {SECRET}"
+    # Planted where a sample row cuts a long text: a cut-off prefix must not leak either.
+    rows[0]["positive"] = "x" * 220 + f" {SHAPELESS_SECRET}"
     train_dir = build_run(tmp_path / "run", blend, rows)
     run_card(train_dir, tmp_path / "run", blend)
     (tmp_path / "card.html").write_text(render_html(train_dir))
     outputs = [train_dir / "README.md", train_dir / "card.json", train_dir / "manifest.json",
                train_dir / "reports" / "card.json", tmp_path / "card.html"]  # fmt: skip
     for path in outputs:
-        assert SECRET not in path.read_text(), path
+        assert SECRET[:12] not in path.read_text(), path
+        assert SHAPELESS_SECRET[:12] not in path.read_text(), path
     card = json.loads((train_dir / "card.json").read_text())
     generate = next(e for e in card["stages"] if e["stage"] == "generate")
     assert generate["details"]["api_key"] == "***redacted***"
     assert card["generator"]["configured"]["api_key_env"] == "OPENAI_API_KEY"
     # The secret really was in what the card read: redaction, not luck, kept it out.
     assert SECRET in (tmp_path / "run" / "pairs" / "synthetic" / "report.json").read_text()
-    assert any(SECRET in text for text in _frame(train_dir)["positive"].to_list())
+    assert any(SHAPELESS_SECRET in text for text in _frame(train_dir)["positive"].to_list())
 
 
 def test_bare_shard_folder_without_blend_or_reports_says_what_is_unknown(
