@@ -471,7 +471,7 @@ def _unknowns(inputs: CardInputs, card: dict[str, Any]) -> list[str]:
             "and dropped before these shards are unknown."
         )
     if any(found.report is None for found in inputs.reports):
-        notes.append("Some stage reports could not be read (listed under Rows through stages).")
+        notes.append("Some stage reports could not be read (see 'Rows through the stages').")
     if inputs.stats is not None and not inputs.stats.has_scores:
         notes.append(f"A {inputs.stats.kind} table holds no teacher scores: no score histograms.")
     if inputs.manifest is not None and _run_id(inputs) is None:
