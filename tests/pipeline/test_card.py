@@ -542,3 +542,21 @@ def test_template_placeholders_must_match_values() -> None:
         render_template("{{ x }} {{ y }}", {"x": "1"})
     with pytest.raises(KeyError, match="have no placeholder"):
         render_template("{{ x }}", {"x": "1", "z": "2"})
+
+
+def test_unreadable_report_is_named_and_html_escapes_row_text(tmp_path: Path, pair_rows) -> None:
+    shard_dir = tmp_path / "set"
+    rows = pair_rows(3)
+    rows[0]["query"] = "<script>alert('x')</script> | pipes | and\nnewlines"
+    write_shards(rows_to_table(rows, TableKind.PAIRS), shard_dir, TableKind.PAIRS)
+    (shard_dir / "report.json").write_text("{not json")
+    run_card(shard_dir, shard_dir, None)
+    card = json.loads((shard_dir / "card.json").read_text())
+    assert card["stages"][0]["report"] == "report.json"
+    assert card["stages"][0]["problem"].startswith("unreadable:")
+    assert any("could not be read" in note for note in card["unknowns"])
+    page = render_html(shard_dir)
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+    readme = (shard_dir / "README.md").read_text()
+    assert "\\| pipes \\| and newlines" in readme  # a table cell stays one cell
