@@ -105,7 +105,34 @@ def collect_reports(run_dir: Path, train_dir: Path) -> list[FoundReport]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("%s: unreadable stage report (%s)", path, exc)
             found.append(FoundReport(shown, None, f"unreadable: {exc}"))
+    found = _without_covered(found)
     return sorted(found, key=lambda item: (_stage_rank(item.stage), item.path))
+
+
+def _without_covered(found: list[FoundReport]) -> list[FoundReport]:
+    """Drop per-part reports that an aggregate report of the same stage already counts.
+
+    A stage may save one report per source beside each output (`pairs/<source>/report.json`)
+    and one for the whole stage above them (`pairs/report.json`); counting both would count
+    every row twice. A report is dropped when a report of the same stage in an ancestor
+    folder lists all of its sources.
+    """
+    kept = []
+    for item in found:
+        covered = item.report is not None and any(
+            other.report is not None
+            and other is not item
+            and other.report.stage == item.report.stage
+            and Path(item.path).parent.is_relative_to(Path(other.path).parent)
+            and Path(item.path).parent != Path(other.path).parent
+            and set(item.report.sources) <= set(other.report.sources)
+            for other in found
+        )
+        if covered:
+            logger.debug("%s: counted by an aggregate report of its stage", item.path)
+        else:
+            kept.append(item)
+    return kept
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -184,12 +184,17 @@ def build_run(run_dir: Path, blend: Any, rows: list[dict[str, Any]] | None = Non
     write_shards(
         rows_to_table(synthetic, TableKind.PAIRS), run_dir / "pairs" / "synthetic", "pairs"
     )
-    _report("sources", {"beir-mini": (60, 52, {"empty_text": 5, "unknown_document": 3})}).save(
-        run_dir / "pairs" / "beir-mini"
-    )
-    _report("sources", {"topics": (20, 20, {}), "sts": (12, 12, {}), "clusters": (6, 6, {})}).save(
-        run_dir / "pairs" / "topics"
-    )
+    # The sources stage saves one report per source and one for the stage (pipeline.sources);
+    # the card must count each row once.
+    per_source = {
+        "beir-mini": (60, 52, {"empty_text": 5, "unknown_document": 3}),
+        "topics": (20, 20, {}),
+        "sts": (12, 12, {}),
+        "clusters": (6, 6, {}),
+    }
+    for name, counts in per_source.items():
+        _report("sources", {name: counts}).save(run_dir / "pairs" / name)
+    _report("sources", per_source).save(run_dir / "pairs")
     _report(
         "generate",
         {"synthetic": (16, 11, {"json_parse": 3, "round_trip": 2})},
@@ -355,8 +360,7 @@ def test_stage_reports_and_upstream_sets_are_carried_exactly(card_run) -> None:
     run_dir = train_dir.parent
     by_path = {entry["report"]: entry for entry in card["stages"]}
     assert list(by_path) == [
-        "pairs/beir-mini/report.json",
-        "pairs/topics/report.json",
+        "pairs/report.json",
         "pairs/synthetic/report.json",
         "clean/report.json",
         "mined/report.json",
