@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import model.trainer as trainer_module
+from model.data import TrainRow, TrainShards, build_contrastive_batch
+from model.embedder import Embedder
+from model.io import load_embedder
+from model.losses import InfoNCELoss
+from model.trainer import Trainer, list_checkpoints, train
+from pipeline.schemas import TableKind, rows_to_table
+from pipeline.shards import write_shards
+from tests.model.tiny import retrieval_train_rows, tiny_train_config
+
+CPU = torch.device("cpu")
+
+
+def write_train(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    write_shards(rows_to_table(rows, TableKind.TRAIN), folder, TableKind.TRAIN, rows_per_shard=5)
+    return folder
+
+
+def as_train_rows(rows: list[dict[str, Any]]) -> list[TrainRow]:
+    fields = {f.name for f in dataclasses.fields(TrainRow)}
+    return [
+        TrainRow(**{k: (tuple(v) if k == "negatives" else v) for k, v in r.items() if k in fields})
+        for r in rows
+    ]
+
+
+def full_set_loss(embedder: Embedder, rows: list[TrainRow]) -> float:
+    """InfoNCE over the whole small set as one batch, in-batch candidates on, eval mode."""
+    batch = build_contrastive_batch(rows, num_hard_negatives=3)
+    with torch.no_grad():
+        embedder.eval()
+        queries = embedder.embed(
+            embedder.tokenize(batch.queries, batch.query_instruction_chars, max_length=48)
+        )
+        docs = embedder.embed(
+            embedder.tokenize(batch.docs, batch.doc_instruction_chars, max_length=64)
+        )
+    out = InfoNCELoss(0.05)(queries, docs, batch.doc_owner, batch.positive_index, in_batch=True)
+    return out.loss.item()
+
+
+def stage_one(cfg: Any, **changes: Any) -> Any:
+    return dataclasses.replace(cfg, stages=(1,), stage1=dataclasses.replace(cfg.stage1, **changes))
+
+
+def test_a_few_steps_on_a_small_retrieval_set_lower_the_loss(
+    tiny_backbone: Callable[[str], Path], tmp_path: Path
+) -> None:
+    shards = write_train(tmp_path / "train", retrieval_train_rows())
+    cfg = stage_one(tiny_train_config(tiny_backbone("mistral")), max_steps=12)
+    rows = as_train_rows(retrieval_train_rows())
+    untrained = Trainer(cfg, TrainShards(shards), tmp_path / "unused").embedder
+    before = full_set_loss(untrained, rows)
+    report = train(shards, tmp_path / "run", cfg)
+    after = full_set_loss(load_embedder(tmp_path / "run", device=CPU), rows)
+    assert after < 0.8 * before, (before, after)
+    result = report.stages[0]
+    assert (result.stage, result.start_step, result.steps) == (1, 0, 12)
+    assert result.tokens_per_second is not None
+    assert result.tokens_per_second > 0
+    log = [
+        json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in log] == list(range(1, 13))
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in log)
+    saved = json.loads((tmp_path / "run" / "train_report.json").read_text())
+    assert saved["stages"][0]["steps"] == 12
+
+
+def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(
+    tiny_backbone: Callable[[str], Path], tmp_path: Path
+) -> None:
+    shards = write_train(tmp_path / "train", retrieval_train_rows())
+    cfg = stage_one(tiny_train_config(tiny_backbone("llama")), max_steps=4)
+    run = tmp_path / "run"
+    train(shards, run, cfg)
+    texts = [r["query"] for r in retrieval_train_rows()]
+    uninterrupted = load_embedder(run, device=CPU).encode(texts, max_length=48)
+    assert [p.name for p in list_checkpoints(run)] == ["stage1-step00000002", "stage1-step00000004"]
+    # a crash after the step-2 checkpoint: the later checkpoint and the stage model never landed
+    shutil.rmtree(run / "checkpoints" / "stage1-step00000004")
+    shutil.rmtree(run / "stage1")
+    report = train(shards, run, cfg)
+    assert (report.stages[0].start_step, report.stages[0].steps) == (2, 4)
+    steps = [
+        json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert steps == [1, 2, 3, 4, 3, 4]
+    resumed = load_embedder(run, device=CPU).encode(texts, max_length=48)
+    np.testing.assert_allclose(resumed, uninterrupted, atol=1e-6)
+    # a finished stage resumes to nothing more to do
+    again = train(shards, run, cfg)
+    assert (again.stages[0].start_step, again.stages[0].steps) == (4, 4)
+
+
+def test_a_run_folder_refuses_another_embedder(
+    tiny_backbone: Callable[[str], Path], tmp_path: Path
+) -> None:
+    shards = write_train(tmp_path / "train", retrieval_train_rows())
+    cfg = stage_one(tiny_train_config(tiny_backbone("qwen2")), max_steps=1)
+    train(shards, tmp_path / "run", cfg)
+    other = dataclasses.replace(cfg, embedder=dataclasses.replace(cfg.embedder, max_doc_length=32))
+    with pytest.raises(ValueError, match="another embedder config"):
+        train(shards, tmp_path / "run", other)
+
+
+def test_in_batch_candidates_are_on_in_stage_one_and_off_in_stage_two(
+    tiny_backbone: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = retrieval_train_rows() + retrieval_train_rows(stage=2)
+    shards = write_train(tmp_path / "train", rows)
+    base = tiny_train_config(tiny_backbone("mistral"))
+    cfg = dataclasses.replace(
+        base,
+        stage1=dataclasses.replace(base.stage1, max_steps=2),
+        stage2=dataclasses.replace(base.stage2, max_steps=2),
+    )
+    seen: list[tuple[bool, int]] = []
+    original = InfoNCELoss.forward
+
+    def spy(self: InfoNCELoss, *args: Any, in_batch: bool, **kwargs: Any) -> Any:
+        out = original(self, *args, in_batch=in_batch, **kwargs)
+        seen.append((in_batch, int(out.num_candidates.max())))
+        return out
+
+    monkeypatch.setattr(InfoNCELoss, "forward", spy)
+    train(shards, tmp_path / "run", dataclasses.replace(cfg, stages=(1,)))
+    loaded_from: list[Path] = []
+    original_load = trainer_module.load_weights
+    monkeypatch.setattr(
+        trainer_module,
+        "load_weights",
+        lambda embedder, path: (loaded_from.append(Path(path)), original_load(embedder, path)),
+    )
+    train(shards, tmp_path / "run", dataclasses.replace(cfg, stages=(2,)))
+    # stage 1: up to 4 rows x (positive + 2 negatives) candidates; stage 2: the row's own 3
+    assert [flag for flag, _ in seen] == [True, True, False, False]
+    assert all(count > 3 for _, count in seen[:2])
+    assert [count for _, count in seen[2:]] == [3, 3]
+    assert loaded_from == [tmp_path / "run" / "stage1"]  # stage 2 starts from stage 1
+
+
+def test_gradcache_gives_the_gradient_of_the_whole_batch(
+    tiny_backbone: Callable[[str], Path], tmp_path: Path
+) -> None:
+    shards = TrainShards(write_train(tmp_path / "train", retrieval_train_rows()))
+    cfg = tiny_train_config(tiny_backbone("gemma3"))
+    no_dropout = dataclasses.replace(
+        cfg.embedder, lora=dataclasses.replace(cfg.embedder.lora, dropout=0.0)
+    )
+    cfg = dataclasses.replace(cfg, embedder=no_dropout)
+    trainer = Trainer(cfg, shards, tmp_path / "run")
+    with torch.no_grad():  # leave the identity start so every trainable weight gets gradient
+        for param in trainer.embedder.trainable_parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    batch = build_contrastive_batch(as_train_rows(retrieval_train_rows()[:6]), 2)
+    direct_stage = dataclasses.replace(cfg.stage1, cache_chunk_size=None)
+    cached_stage = dataclasses.replace(cfg.stage1, cache_chunk_size=4)
+
+    def gradients(stage_cfg: Any) -> tuple[float, list[torch.Tensor]]:
+        trainer.embedder.zero_grad(set_to_none=True)
+        if stage_cfg.cache_chunk_size is None:
+            stats = trainer._direct_backward(batch, stage_cfg, 1.0, sync=True)
+        else:
+            stats = trainer._cached_backward(batch, stage_cfg, 1.0, sync=True)
+        return stats.loss, [p.grad.clone() for p in trainer.embedder.trainable_parameters()]
+
+    direct_loss, direct = gradients(direct_stage)
+    cached_loss, cached = gradients(cached_stage)
+    assert cached_loss == pytest.approx(direct_loss, rel=1e-5)
+    assert sum(g.abs().sum().item() for g in direct) > 0
+    for a, b in zip(direct, cached, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_the_random_state_replays_dropout() -> None:
+    state = trainer_module._RandomState.capture()
+    first = torch.nn.functional.dropout(torch.ones(64), p=0.5)
+    with state.replay():
+        replayed = torch.nn.functional.dropout(torch.ones(64), p=0.5)
+    after = torch.nn.functional.dropout(torch.ones(64), p=0.5)
+    torch.testing.assert_close(first, replayed)
+    assert not torch.equal(first, after)  # the outer stream went on undisturbed
