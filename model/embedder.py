@@ -25,19 +25,20 @@ from model.bidirectional import AttentionMode, backbone_attention_mask
 from model.config import EmbedderConfig, LoraSettings
 from model.data import TokenBatch, tokenize
 from model.latent_attention import LatentAttention, masked_mean
+from pipeline.instructions import render
 
 logger = logging.getLogger(__name__)
 
-QUERY_TEMPLATE = "Instruct: {instruction}\nQuery: "
 DEFAULT_RETRIEVAL_INSTRUCTION = "Given a query, retrieve relevant passages that answer the query"
 
 
 def instructed_query(instruction: str | None, query: str) -> tuple[str, int]:
-    """(`Instruct: {instruction}\\nQuery: {query}`, length of the prefix); no prefix if None."""
-    if not instruction:
-        return query, 0
-    prefix = QUERY_TEMPLATE.format(instruction=instruction)
-    return prefix + query, len(prefix)
+    """(`Instruct: {instruction}\\nQuery: {query}`, length of the prefix); no prefix if None.
+
+    The same template as the train shards (pipeline.instructions.render).
+    """
+    rendered = render(instruction or "", query)
+    return rendered.text, rendered.instruction_chars
 
 
 class Embedder(nn.Module):

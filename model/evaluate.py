@@ -1,7 +1,8 @@
 """BEIR retrieval evaluation with exact search: nDCG@10 and recall@100.
 
 Queries are embedded with the instruction template (`Instruct: {task}\\nQuery: {query}`,
-instruction left out of pooling), documents as BEIR joins them (`title text`), both
+instruction left out of pooling; the task's definition comes from the instruction table by the
+folder's name), documents as BEIR joins them (`title text`), both
 L2-normalised; every query is scored against every document (exact inner-product search, no
 index) and the top 100 kept. The metrics follow BEIR's pytrec_eval settings:
 
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.embedder import Embedder
+from model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, Embedder
 from pipeline.beir import document_text, load_beir
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,19 @@ class RetrievalScores:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def instruction_for(beir_dir: str | Path) -> str:
+    """The instruction table's definition for the folder's name (`scifact` -> SciFact), else a
+    generic retrieval instruction."""
+    from pipeline.instructions import load_instruction_table
+
+    table = load_instruction_table()
+    name = Path(beir_dir).resolve().name
+    if name in table:
+        return table.get(name).definition
+    logger.info("%s is not in the instruction table; using a generic instruction", name)
+    return DEFAULT_RETRIEVAL_INSTRUCTION
 
 
 def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:

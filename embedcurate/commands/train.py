@@ -231,7 +231,8 @@ def evaluate(
         typer.Option(help="evaluate this untrained backbone (mean pooling) instead of a run"),
     ] = None,
     instruction: Annotated[
-        str | None, typer.Option(help="query instruction (default: a generic retrieval one)")
+        str | None,
+        typer.Option(help="query instruction (default: the instruction table's, by folder name)"),
     ] = None,
     no_instruction: Annotated[
         bool, typer.Option("--no-instruction", help="plain queries, no instruction")
@@ -241,13 +242,12 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON")] = False,
 ) -> None:
     """nDCG@10 and recall@100 on a BEIR split, exact search."""
-    from model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION
-    from model.evaluate import evaluate_beir
+    from model.evaluate import evaluate_beir, instruction_for
     from pipeline.errors import InputError
 
     if (run_dir is None) == (backbone is None):
         fail("give a RUN_DIR, or --backbone to evaluate an untrained backbone (not both)")
-    chosen = None if no_instruction else (instruction or DEFAULT_RETRIEVAL_INSTRUCTION)
+    chosen = None if no_instruction else (instruction or instruction_for(beir))
     try:
         embedder = _eval_embedder(run_dir, backbone, max_length)
         scores = evaluate_beir(

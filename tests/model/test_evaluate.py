@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from model.config import BackboneConfig, EmbedderConfig, LatentAttentionConfig, LoraSettings
-from model.embedder import build_embedder
-from model.evaluate import evaluate_beir, exact_top_k, ndcg_at_k, recall_at_k
+from model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, build_embedder
+from model.evaluate import evaluate_beir, exact_top_k, instruction_for, ndcg_at_k, recall_at_k
 from tests.model.tiny import MINILM, TOPICS
 
 
@@ -61,3 +61,8 @@ def test_untrained_minilm_finds_the_topic_passages(tmp_path: Path) -> None:
     # the self-matching document q0 would rank first for q0 if it were not excluded
     assert scores.ndcg_at_10 == pytest.approx(1.0)
     assert scores.recall_at_100 == 1.0
+
+
+def test_the_query_instruction_comes_from_the_table_by_folder_name(tmp_path: Path) -> None:
+    assert "scientific claim" in instruction_for(tmp_path / "scifact")
+    assert instruction_for(tmp_path / "my-own-set") == DEFAULT_RETRIEVAL_INSTRUCTION

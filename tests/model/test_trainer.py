@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +18,12 @@ from model.embedder import Embedder
 from model.io import load_embedder
 from model.losses import InfoNCELoss
 from model.trainer import Trainer, list_checkpoints, train
+from pipeline.blend import parse_blend
 from pipeline.schemas import TableKind, rows_to_table
 from pipeline.shards import write_shards
-from tests.model.tiny import retrieval_train_rows, tiny_train_config
+from pipeline.templates import run_template
+from tests.conftest import make_pair_row
+from tests.model.tiny import TOPICS, retrieval_train_rows, tiny_train_config
 
 CPU = torch.device("cpu")
 
@@ -194,3 +198,73 @@ def test_the_random_state_replays_dropout() -> None:
     after = torch.nn.functional.dropout(torch.ones(64), p=0.5)
     torch.testing.assert_close(first, replayed)
     assert not torch.equal(first, after)  # the outer stream went on undisturbed
+
+
+def mined_rows() -> list[dict[str, Any]]:
+    """MINED rows as mining leaves them: retrieval (stage 1) and classification (stage 2)."""
+    rows = []
+    for index, (topic, passage) in enumerate(TOPICS):
+        others = [p for t, p in TOPICS if t != topic]
+        rows.append(
+            make_pair_row(
+                index,
+                task_name="SciFact",
+                instruction="Given a question, retrieve the passage that answers it",
+                query=f"what do you know about {topic}?",
+                positive=passage,
+                negatives=others[index % 5 : index % 5 + 3],
+                negative_ids=[f"n{k}" for k in range(3)],
+                neg_scores=[0.5, 0.4, 0.3],
+                neg_ranks=[1, 2, 3],
+                pos_score=0.9,
+                candidates_dropped=0,
+            )
+        )
+    for index in range(12):
+        label = f"label-{index % 4}"
+        rows.append(
+            make_pair_row(
+                100 + index,
+                task_type="classification",
+                task_name="UnitTopicClassification",
+                stage=2,
+                instruction="Classify the topic of the text",
+                query=f"a sentence about {TOPICS[index % 4][0]} number {index}",
+                positive=f"another sentence about {TOPICS[index % 4][0]}",
+                label=label,
+                symmetric=True,
+                negatives=[f"a sentence about {TOPICS[(index + k) % 4][0]}" for k in (1, 2, 3)],
+                negative_ids=["x", "y", "z"],
+                neg_scores=[0.2, 0.2, 0.2],
+                neg_ranks=[1, 2, 3],
+                candidates_dropped=0,
+            )
+        )
+    return rows
+
+
+def test_trains_both_stages_on_shards_the_template_stage_wrote(
+    tiny_backbone: Callable[[str], Path], tmp_path: Path
+) -> None:
+    mined = tmp_path / "mined"
+    write_shards(rows_to_table(mined_rows(), TableKind.MINED), mined, TableKind.MINED)
+    blend = parse_blend({"name": "unit", "generator": {}, "mining": {"num_negatives": 3}})
+    run_template(mined, tmp_path / "train", blend)
+    templated = TrainShards(tmp_path / "train")
+    symmetric = [
+        row
+        for row in templated.iter_rows(stages={2}, seed=0, epoch=0, buffer=1)
+        if row.task_type == "classification"
+    ]
+    assert symmetric[0].doc_instruction_chars > 0  # the template stage templated documents too
+    base = tiny_train_config(tiny_backbone("qwen2"))
+    cfg = dataclasses.replace(
+        base,
+        stage1=dataclasses.replace(base.stage1, max_steps=3),
+        stage2=dataclasses.replace(base.stage2, max_steps=3),
+    )
+    report = train(tmp_path / "train", tmp_path / "run", cfg)
+    assert [(r.stage, r.steps) for r in report.stages] == [(1, 3), (2, 3)]
+    assert all(r.last_loss is not None and math.isfinite(r.last_loss) for r in report.stages)
+    recorded = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert recorded["shards_rows"] == 24
