@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, Embedder
-from pipeline.beir import document_text, load_beir
+from pipeline.beir import BeirFolder, document_text, load_beir
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,31 @@ def exact_top_k(
     return out
 
 
+def corpus_texts(folder: BeirFolder) -> tuple[list[str], list[str]]:
+    """(doc ids, `title text` passages) in corpus order."""
+    titles = folder.corpus.column("title").to_pylist()
+    texts = folder.corpus.column("text").to_pylist()
+    doc_texts = [document_text(t, x) for t, x in zip(titles, texts, strict=True)]
+    return folder.corpus.column("doc_id").to_pylist(), doc_texts
+
+
+def retrieval_metrics(
+    folder: BeirFolder, query_emb: np.ndarray, doc_emb: np.ndarray
+) -> tuple[float, float]:
+    """(nDCG@10, recall@100) for embeddings of `folder.queries` (in order) and its corpus."""
+    doc_ids = folder.corpus.column("doc_id").to_pylist()
+    top = exact_top_k(query_emb, doc_emb, 101)  # one spare for a dropped self-match
+    ndcgs, recalls = [], []
+    for row, query_id in enumerate(folder.queries):
+        ranked = [doc_ids[i] for i in top[row] if doc_ids[i] != query_id][:100]
+        relevant = folder.qrels[query_id]
+        ndcgs.append(ndcg_at_k(ranked, relevant, 10))
+        recalls.append(recall_at_k(ranked, relevant, 100))
+    if not ndcgs:
+        return 0.0, 0.0
+    return float(np.mean(ndcgs)), float(np.mean(recalls))
+
+
 def evaluate_beir(
     embedder: Embedder,
     beir_dir: str | Path,
@@ -94,39 +119,28 @@ def evaluate_beir(
     instruction: str | None,
     batch_size: int = 32,
     progress: bool = False,
+    doc_emb: np.ndarray | None = None,
 ) -> RetrievalScores:
+    """Embed the split's queries and the corpus (unless `doc_emb` gives it), then score."""
     started = time.perf_counter()
     folder = load_beir(beir_dir, split)
-    doc_ids = folder.corpus.column("doc_id").to_pylist()
-    doc_texts = [
-        document_text(title, text)
-        for title, text in zip(
-            folder.corpus.column("title").to_pylist(),
-            folder.corpus.column("text").to_pylist(),
-            strict=True,
-        )
-    ]
+    doc_ids, doc_texts = corpus_texts(folder)
     query_ids = list(folder.queries)
     logger.info("%s/%s: %d queries, %d documents", beir_dir, split, len(query_ids), len(doc_ids))
-    doc_emb = embedder.encode_documents(doc_texts, batch_size=batch_size, progress=progress)
+    if doc_emb is None:
+        doc_emb = embedder.encode_documents(doc_texts, batch_size=batch_size, progress=progress)
     query_emb = embedder.encode_queries(
         [folder.queries[q] for q in query_ids],
         instruction,
         batch_size=batch_size,
         progress=progress,
     )
-    top = exact_top_k(query_emb, doc_emb, 101)  # one spare for a dropped self-match
-    ndcgs, recalls = [], []
-    for row, query_id in enumerate(query_ids):
-        ranked = [doc_ids[i] for i in top[row] if doc_ids[i] != query_id][:100]
-        relevant = folder.qrels[query_id]
-        ndcgs.append(ndcg_at_k(ranked, relevant, 10))
-        recalls.append(recall_at_k(ranked, relevant, 100))
+    ndcg, recall = retrieval_metrics(folder, query_emb, doc_emb)
     return RetrievalScores(
         dataset=Path(beir_dir).name,
         split=split,
-        ndcg_at_10=float(np.mean(ndcgs)) if ndcgs else 0.0,
-        recall_at_100=float(np.mean(recalls)) if recalls else 0.0,
+        ndcg_at_10=ndcg,
+        recall_at_100=recall,
         num_queries=len(query_ids),
         num_docs=len(doc_ids),
         instruction=instruction,

@@ -21,8 +21,9 @@ Layout of a run folder:
 
     train_config.json                      the resolved TrainConfig and the shard set
     train_log.jsonl                        one line per optimizer step: loss, accuracy, lr
-    checkpoints/stage1-step00000500/       model/ (adapter, latent layer, config),
-                                           optimizer.pt, trainer_state.json
+    checkpoints/stage1-step00000500/       model/ (adapter, latent layer, embedder config),
+                                           optimizer.pt (optimizer, scheduler, RNG states),
+                                           trainer_state.json, train_config.json
     stage1/, stage2/                       the model after each finished stage
     train_report.json
 """
@@ -44,7 +45,7 @@ from typing import Any
 
 import torch
 
-from model.config import StageConfig, TrainConfig, to_dict
+from model.config import StageConfig, TrainConfig
 from model.data import (
     ContrastiveBatch,
     TokenBatch,
@@ -164,7 +165,7 @@ class Trainer:
         stage_cfg = self.cfg.stage_config(stage)
         started = time.perf_counter()
         optimizer = torch.optim.AdamW(
-            self.embedder.trainable_parameters(),
+            self._trainable(),
             lr=stage_cfg.learning_rate,
             weight_decay=stage_cfg.weight_decay,
         )
@@ -203,6 +204,10 @@ class Trainer:
             model_dir=str(model_dir),
         )
 
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters of the prepared model (FSDP flattens them when it wraps)."""
+        return [param for param in self.model.parameters() if param.requires_grad]
+
     def _my_batches(self, stage_cfg: StageConfig, start_step: int) -> Iterator[list[TrainRow]]:
         """This process's micro-batches, after the ones consumed before `start_step`."""
         per_step = stage_cfg.grad_accum_steps * self.accelerator.num_processes
@@ -238,9 +243,7 @@ class Trainer:
             accuracies.append(stats.accuracy)
             tokens += stats.num_tokens
         if stage_cfg.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(
-                self.embedder.trainable_parameters(), stage_cfg.max_grad_norm
-            )
+            self.accelerator.clip_grad_norm_(self._trainable(), stage_cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return StepStats(
@@ -394,8 +397,9 @@ class Trainer:
                 },
                 tmp / "optimizer.pt",
             )
-            state = {"stage": stage, "step": step, "config": to_dict(self.cfg.stage_config(stage))}
+            state = {"stage": stage, "step": step}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+            shutil.copyfile(self.out_dir / CONFIG_FILE, tmp / CONFIG_FILE)
             if final.exists():
                 shutil.rmtree(final)
             tmp.replace(final)
