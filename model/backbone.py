@@ -66,8 +66,12 @@ def load_backbone(cfg: BackboneConfig, device: torch.device | None = None) -> Lo
     device = device or pick_device("auto")
     path, gguf_file = resolve_backbone(cfg)
     location: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-    model_type = AutoConfig.from_pretrained(path, **location).model_type
-    config = AutoConfig.from_pretrained(path, **location, **config_kwargs(model_type))
+    config = AutoConfig.from_pretrained(path, **location)
+    model_type = config.model_type
+    if extra := config_kwargs(model_type):
+        # Rebuild rather than pass kwargs to from_pretrained: kwargs are set after the config's
+        # __post_init__, and Gemma 3 turns its causal sliding window into a symmetric one there.
+        config = type(config).from_dict({**config.to_dict(), **extra})
     model = AutoModel.from_pretrained(
         path,
         config=config,

@@ -35,6 +35,8 @@ def test_token_zero_sees_later_tokens_and_padding_stays_masked(
     )
     expected = AttentionMode.CONFIG_FLAG if structure == "gemma3" else AttentionMode.PADDING_4D
     assert loaded.mode is expected
+    if structure == "gemma3":  # the causal window of 16 became a symmetric one, as the flag means
+        assert loaded.model.config.sliding_window == 16 // 2 + 1
     ids = torch.tensor([[101, 2000, 2001, 2002, 2003, 0, 0], [101, 2000, 2001, 2002, 2999, 0, 0]])
     attention = (ids != 0).long()
     hidden = hidden_states(loaded, ids, attention)  # (2, 7, 64)
