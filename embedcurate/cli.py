@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "embedcurate.commands.shards",
     "embedcurate.commands.pairs",
     "embedcurate.commands.card",
+    "embedcurate.commands.mine",
 )
 
 app = typer.Typer(

@@ -245,10 +245,15 @@ class HashingTeacher:
         from pipeline.textnorm import normalize_text
 
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        rows: list[int] = []
+        codes: list[int] = []
         for row, text in enumerate(texts):
-            for word in normalize_text(text).split():
-                code = zlib.crc32(word.encode("utf-8"))
-                out[row, code % self._dim] += 1.0 if code & 0x80000000 else -1.0
+            words = normalize_text(text).split()
+            rows.extend([row] * len(words))
+            codes.extend(zlib.crc32(word.encode("utf-8")) for word in words)
+        code_array = np.asarray(codes, dtype=np.uint32)
+        signs = np.where(code_array & 0x80000000, 1.0, -1.0).astype(np.float32)
+        np.add.at(out, (np.asarray(rows, dtype=np.int64), code_array % self._dim), signs)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.where(norms > 0, norms, 1.0)
         out[norms[:, 0] == 0, 0] = 1.0  # an empty text still gets a unit vector
