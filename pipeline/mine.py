@@ -272,6 +272,7 @@ class Miner:
         self._timed("encode_queries_s", t0)
         positives = index.reconstruct(np.array([doc_row for _, doc_row in usable]))
         pos_scores = (queries * positives).sum(axis=1)  # (rows,)
+        rule_scores = self._lowest_positive_scores(usable, queries, pos_scores, pool, index)
         exclusions = [self._exclusion(row, pool, doc_row) for row, doc_row in usable]
         t0 = time.perf_counter()
         retrieved = self.retrieve(index, queries, exclusions, pool)
@@ -283,10 +284,43 @@ class Miner:
             if given[i] is not None:
                 candidates = merge_given(candidates, *given[i])
             selection = select_negatives(
-                candidates, exclusions[i], float(pos_scores[i]), self.selection, row["example_id"]
+                candidates, exclusions[i], float(rule_scores[i]), self.selection, row["example_id"]
             )
             yield row, selection, float(pos_scores[i])
         self._timed("select_s", t0)
+
+    @staticmethod
+    def _lowest_positive_scores(
+        usable: list[tuple[dict[str, Any], int]],
+        queries: np.ndarray,
+        pos_scores: np.ndarray,
+        pool: Pool,
+        index: VectorIndex,
+    ) -> np.ndarray:
+        """Per row, the lowest teacher score among all the query's labelled positives.
+
+        The rule's threshold is set from it, not from this row's positive alone: a candidate
+        the teacher ranks above any labelled positive of the query is more likely an
+        unlabelled positive than a negative. (sentence-transformers' miner does the same.)
+        """
+        lowest = pos_scores.copy()
+        owners: list[int] = []
+        ids: list[str] = []
+        for i, (row, _) in enumerate(usable):
+            others = [p for p in row.get("positive_ids") or [] if p != row.get("positive_id")]
+            owners.extend([i] * len(others))
+            ids.extend(others)
+        if not ids:
+            return lowest
+        doc_rows = pool.rows_of(ids)
+        present = doc_rows >= 0
+        if not present.any():
+            return lowest
+        owner_array = np.asarray(owners)[present]
+        embeddings = index.reconstruct(doc_rows[present])  # (num_other_positives, dim)
+        scores = (embeddings * queries[owner_array]).sum(axis=1)
+        np.minimum.at(lowest, owner_array, scores)
+        return lowest
 
     def _positive_rows(self, rows: list[dict[str, Any]], pool: Pool) -> np.ndarray:
         """Pool row of each row's positive: by id for corpora, by text for task pools."""

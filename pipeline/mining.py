@@ -13,7 +13,10 @@ Per query, in order:
 2. duplicate negative texts collapse to their best-ranked copy;
 3. ranks count the teacher's order of what is left (0 = hardest), and the window
    ``[range_min, range_max)`` is the slice of that ranking considered;
-4. the rule drops window candidates scoring above its threshold (counted per query);
+4. the rule drops window candidates scoring above its threshold (counted per query); the
+   positive score it is computed from is the lowest among the query's labelled positives
+   (the stage passes it in), since a candidate ranked above any labelled positive is more
+   likely an unlabelled positive than a negative;
 5. sampling takes the ``num_negatives`` best survivors (``top``) or a uniform sample of them
    (``random``, from a generator seeded by ``(seed, example_id)``), hardest first.
 
