@@ -186,7 +186,7 @@ def child_ours(args: argparse.Namespace) -> None:
 
         table = read_shards(Path(args.out)).select(["query", "positive", "negatives"])
         mined = {f"{q}\x00{p}": n for q, p, n in zip(*table.to_pydict().values(), strict=True)}
-        (Path(args.out) / "negatives.json").write_text(json.dumps(mined))
+        negatives_path(Path(args.out)).write_text(json.dumps(mined))
     print(json.dumps({"details": report.details, "num_kept": report.num_kept}))
 
 
@@ -219,8 +219,8 @@ def child_peer(args: argparse.Namespace) -> None:
         f"{row['anchor']}\x00{row['positive']}": [row[f"negative_{i}"] for i in range(1, 6)]
         for row in mined
     }
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "negatives.json").write_text(json.dumps(negatives))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    negatives_path(Path(args.out)).write_text(json.dumps(negatives))
     print(json.dumps({"num_kept": len(negatives)}))
 
 
@@ -261,12 +261,19 @@ def run_child(role: str, args: argparse.Namespace, **extra: Any) -> dict[str, An
         load_before=load_before,
         load_after=load_average(),
     )
+    figures = {k: result[k] for k in ("wall_s", "peak_rss_mib", "load_before", "load_after")}
+    print(f"[{time.strftime('%H:%M:%S')}] {role} {extra.get('out')}: {figures}", flush=True)
     return result
 
 
+def negatives_path(out: Path) -> Path:
+    """Beside the shard folder, not in it (a shard folder holds only what its manifest lists)."""
+    return out.parent / f"{out.name}.negatives.json"
+
+
 def overlap(ours_dir: Path, peer_dir: Path) -> dict[str, float]:
-    ours = json.loads((ours_dir / "negatives.json").read_text())
-    peer = json.loads((peer_dir / "negatives.json").read_text())
+    ours = json.loads(negatives_path(ours_dir).read_text())
+    peer = json.loads(negatives_path(peer_dir).read_text())
     shared = sorted(set(ours) & set(peer))
     hits = sum(len(set(ours[k]) & set(peer[k])) for k in shared)
     total = sum(len(peer[k]) for k in shared)
