@@ -2,8 +2,9 @@
 
 The command runs the same stage functions as the curate flow, into the curate run layout:
 `OUT/pairs/<name>/` and `OUT/corpus/<name>/` (sources stage), `OUT/mined/` (this stage),
-`OUT/train/` (template stage). `--calibrate` stops after scoring and prints the score
-distributions and what each rule of a grid would drop, writing only the pairs and corpus.
+`OUT/train/` (template stage, with the data card beside the shards). `--calibrate` stops
+after scoring and prints the score distributions and what each rule of a grid would drop,
+writing only the pairs and corpus.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def mine(
     except EmbedCurateError as exc:
         fail(str(exc))
     except ModuleNotFoundError as exc:
-        if exc.name not in ("pipeline.sources", "pipeline.templates"):
+        if exc.name not in ("pipeline.sources", "pipeline.templates", "pipeline.card"):
             raise
         fail(f"this build lacks the stage module {exc.name}; `embedcurate mine` needs it")
 
@@ -218,11 +219,11 @@ def run_command(
     calibrate_rows: int,
     use_cache: bool,
 ) -> None:
-    """sources -> (corpus file) -> mine -> template, into the curate run layout under `out`."""
+    """sources -> (corpus file) -> mine -> template -> card, in the curate run layout."""
+    from pipeline.card import run_card
+    from pipeline.mine import MineInputs, calibrate_mining, run_mine
     from pipeline.sources import run_sources
     from pipeline.templates import run_template
-
-    from pipeline.mine import MineInputs, calibrate_mining, run_mine
 
     run_sources([source], out, blend)
     pairs_dir = out / "pairs" / source.name
@@ -240,7 +241,11 @@ def run_command(
     report = run_mine(inputs, out / "mined", blend, use_cache=use_cache)
     print_report(report, out / "mined")
     template_report = run_template(out / "mined", out / "train", blend)
-    console.print(f"[green]train shards:[/] {template_report.num_kept} rows in {out / 'train'}")
+    run_card(train_dir=out / "train", run_dir=out, cfg=blend)
+    console.print(
+        f"[green]train shards:[/] {template_report.num_kept} rows in {out / 'train'} "
+        "(data card: README.md)"
+    )
 
 
 def register(app: typer.Typer) -> None:
