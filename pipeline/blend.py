@@ -135,8 +135,13 @@ class TeacherConfig(FrozenModel):
     batch_size: int = Field(default=64, ge=1)
     max_length: int = Field(default=256, ge=8)
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    device: str = "auto"
-    cache_dir: Path | None = None
+    device: str = Field(default="auto", description="auto: every GPU if any, else the CPU")
+    quantize: Literal["none", "int8"] = Field(
+        default="none", description="int8: dynamic int8 Linear layers on CPU (faster, approximate)"
+    )
+    cache_dir: Path | None = Field(
+        default=None, description="embedding cache; default $EMBEDCURATE_CACHE_DIR or ~/.cache"
+    )
 
 
 class MiningConfig(FrozenModel):
@@ -150,6 +155,7 @@ class MiningConfig(FrozenModel):
     on_too_few: Literal["keep", "drop"] = "drop"
     index: Literal["flat", "ivf"] = "flat"
     ivf_nlist: int | None = Field(default=None, ge=1)
+    ivf_nprobe: int = Field(default=32, ge=1)
     query_chunk_size: int = Field(default=4096, ge=1)
 
     @field_validator("rule")

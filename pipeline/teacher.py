@@ -4,13 +4,21 @@ torch and transformers are imported inside this module's functions only, so `pip
 imports without them. Embeddings are float32, L2-normalised unless configured otherwise.
 Texts are encoded in batches sorted by length (less padding, fewer wasted FLOPs) and
 returned in input order.
+
+Speed: on GPUs the model runs in bf16 by default and, with several GPUs, one replica per GPU
+takes batches in turn. On CPU, float32 is the exact default; ``dtype: bfloat16`` (fast on
+CPUs with AVX512-BF16/AMX) and ``quantize: int8`` (dynamic int8 Linear layers) trade a
+little agreement with float32 for speed: ``bench/RESULTS.md`` measures how much.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +43,15 @@ def resolve_model_path(model: str) -> str:
     return str(Path(model).resolve()) if Path(model).exists() else model
 
 
-def _pick_device(device: str) -> str:
+def _pick_devices(device: str) -> list[str]:
+    """`auto`: every visible GPU (one replica each), else the CPU; or the one device named."""
     import torch
 
     if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+        return [device]
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"]
 
 
 def _pick_dtype(dtype: str, device: str) -> Any:
@@ -60,57 +71,108 @@ class HFTeacher:
 
         self.cfg = cfg
         self.name = cfg.model
-        path = resolve_model_path(cfg.model)
-        self.device = _pick_device(cfg.device)
+        self.path = resolve_model_path(cfg.model)
+        self.devices = _pick_devices(cfg.device)
+        self.device = self.devices[0]
         self.dtype = _pick_dtype(cfg.dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if cfg.pooling == "last":
             self.tokenizer.padding_side = "left"  # last token sits at index -1 for every row
-        self.model = AutoModel.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
+        model = AutoModel.from_pretrained(self.path, dtype=self.dtype).eval()
+        if cfg.quantize == "int8":
+            model = _quantize_int8(model, self.device)
+        self.model = model.to(self.device)
+        # one replica per further device; batches go to them in turn from worker threads
+        self.replicas = [self.model] + [_replica(self.model, d) for d in self.devices[1:]]
         self._torch = torch
         logger.info(
-            "teacher %s loaded from %s on %s (%s)", cfg.model, path, self.device, self.dtype
+            "teacher %s loaded from %s on %s (%s%s)",
+            cfg.model,
+            self.path,
+            ", ".join(self.devices),
+            self.dtype,
+            ", int8" if cfg.quantize == "int8" else "",
         )
 
     @property
     def dimension(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def encode_queries(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    @property
+    def fingerprint(self) -> str:
+        """What decides the embeddings (model, weights, pooling, length, precision): cache key."""
+        weights = sorted(Path(self.path).glob("*.safetensors")) + sorted(
+            Path(self.path).glob("*.bin")
+        )
+        identity = {
+            "model": self.cfg.model,
+            "weights": [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights],
+            "pooling": self.cfg.pooling,
+            "normalize": self.cfg.normalize,
+            "max_length": self.cfg.max_length,
+            "dtype": str(self.dtype),
+            "quantize": self.cfg.quantize,
+        }
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return f"{Path(self.cfg.model).name}-{digest[:16]}"
+
+    def query_texts(self, texts: Sequence[str]) -> list[str]:
+        """Texts as the teacher sees them on the query side (instruction prefixed)."""
         prefix = self.cfg.query_instruction or ""
-        return self.encode([prefix + t for t in texts], progress=progress)
+        return [prefix + t for t in texts]
+
+    def document_texts(self, texts: Sequence[str]) -> list[str]:
+        prefix = self.cfg.document_prefix or ""
+        return [prefix + t for t in texts]
+
+    def encode_queries(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self.encode(self.query_texts(texts), progress=progress)
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        prefix = self.cfg.document_prefix or ""
-        return self.encode([prefix + t for t in texts], progress=progress)
+        return self.encode(self.document_texts(texts), progress=progress)
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """(len(texts), dim) float32 embeddings in input order."""
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        batches = range(0, len(texts), self.cfg.batch_size)
+        starts = list(range(0, len(texts), self.cfg.batch_size))
+        bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc=f"encode ({self.name})", unit="batch")
-        for start in batches:
-            index = order[start : start + self.cfg.batch_size]
-            out[index] = self._encode_batch([texts[i] for i in index])
+            bar = tqdm(total=len(starts), desc=f"encode ({self.name})", unit="batch")
+
+        def run(step: int) -> None:
+            index = order[starts[step] : starts[step] + self.cfg.batch_size]
+            replica = step % len(self.replicas)
+            out[index] = self._encode_batch([texts[i] for i in index], replica)
+            if bar is not None:
+                bar.update()
+
+        if len(self.replicas) == 1:
+            for step in range(len(starts)):
+                run(step)
+        else:
+            with ThreadPoolExecutor(max_workers=len(self.replicas)) as pool:
+                list(pool.map(run, range(len(starts))))
+        if bar is not None:
+            bar.close()
         return out
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+    def _encode_batch(self, texts: list[str], replica: int = 0) -> np.ndarray:
         torch = self._torch
+        model, device = self.replicas[replica], self.devices[replica]
         batch = self.tokenizer(
             texts,
             padding=True,
             truncation=True,
             max_length=self.cfg.max_length,
             return_tensors="pt",
-        ).to(self.device)
+        ).to(device)
         with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state  # (batch, seq, hidden)
+            hidden = model(**batch).last_hidden_state  # (batch, seq, hidden)
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
             if self.cfg.pooling == "mean":
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -124,5 +186,82 @@ class HFTeacher:
         return pooled.cpu().numpy()
 
 
-def load_teacher(cfg: TeacherConfig | None = None) -> HFTeacher:
-    return HFTeacher(cfg or TeacherConfig())
+def _quantize_int8(model: Any, device: str) -> Any:
+    """Dynamic int8 Linear layers, per-channel weight scales (CPU only)."""
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    if not device.startswith("cpu"):
+        raise ValueError("quantize: int8 runs on CPU only; use dtype bfloat16 on GPUs")
+    return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, torch.qint8)
+
+
+def _replica(model: Any, device: str) -> Any:
+    import copy
+
+    return copy.deepcopy(model).to(device).eval()
+
+
+HASHING_PREFIX = "hashing:"
+
+
+class HashingTeacher:
+    """A cheap deterministic lexical stand-in: signed feature hashing of normalised words.
+
+    Not a retriever for real mining. It exists so that tests and the memory benchmark can push
+    a million documents through the mining path without a neural model's encoding time.
+    Named in a blend as ``teacher.model: "hashing:DIM"``.
+    """
+
+    def __init__(self, cfg: TeacherConfig, dim: int) -> None:
+        self.cfg = cfg
+        self.name = cfg.model
+        self._dim = dim
+
+    @property
+    def dimension(self) -> int:
+        return self._dim
+
+    @property
+    def fingerprint(self) -> str:
+        return f"hashing-{self._dim}-v1"
+
+    def query_texts(self, texts: Sequence[str]) -> list[str]:
+        return [(self.cfg.query_instruction or "") + t for t in texts]
+
+    def document_texts(self, texts: Sequence[str]) -> list[str]:
+        return [(self.cfg.document_prefix or "") + t for t in texts]
+
+    def encode_queries(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self.encode(self.query_texts(texts), progress)
+
+    def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self.encode(self.document_texts(texts), progress)
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """(len(texts), dim) unit vectors; each word adds +-1 at crc32(word) mod dim."""
+        import zlib
+
+        from pipeline.textnorm import normalize_text
+
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        rows: list[int] = []
+        codes: list[int] = []
+        for row, text in enumerate(texts):
+            words = normalize_text(text).split()
+            rows.extend([row] * len(words))
+            codes.extend(zlib.crc32(word.encode("utf-8")) for word in words)
+        code_array = np.asarray(codes, dtype=np.uint32)
+        signs = np.where(code_array & 0x80000000, 1.0, -1.0).astype(np.float32)
+        np.add.at(out, (np.asarray(rows, dtype=np.int64), code_array % self._dim), signs)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out /= np.where(norms > 0, norms, 1.0)
+        out[norms[:, 0] == 0, 0] = 1.0  # an empty text still gets a unit vector
+        return out
+
+
+def load_teacher(cfg: TeacherConfig | None = None) -> HFTeacher | HashingTeacher:
+    cfg = cfg or TeacherConfig()
+    if cfg.model.startswith(HASHING_PREFIX):
+        return HashingTeacher(cfg, int(cfg.model.removeprefix(HASHING_PREFIX)))
+    return HFTeacher(cfg)

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="embedcurate-prefect-")
+# the teacher's embedding cache: never the user's ~/.cache from a test
+os.environ.setdefault("EMBEDCURATE_CACHE_DIR", tempfile.mkdtemp(prefix="embedcurate-cache-"))
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["HF_HUB_OFFLINE"] = "1"

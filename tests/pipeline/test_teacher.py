@@ -32,3 +32,41 @@ def test_teacher_ranks_the_relevant_document_first(teacher) -> None:
         ["Caffeine blocks adenosine receptors.", "Glaciers form where snow outlasts melting."]
     )
     assert (queries @ docs.T).argmax(axis=1).tolist() == [1, 0]
+
+
+TEXTS = [
+    "Glaciers form where snow outlasts the summer melt.",
+    "Caffeine blocks adenosine receptors and delays sleep.",
+    "A rocket reaches orbit by going sideways fast enough.",
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "min_cosine"), [({"dtype": "bfloat16"}, 0.99), ({"quantize": "int8"}, 0.9)]
+)
+def test_fast_cpu_paths_stay_close_to_float32(teacher, options, min_cosine) -> None:
+    fast = load_teacher(TeacherConfig(batch_size=2, **options))
+    exact = teacher.encode_documents(TEXTS)
+    approx = fast.encode_documents(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(approx, axis=1), 1.0, rtol=1e-4)
+    assert (exact * approx).sum(axis=1).min() > min_cosine
+    assert fast.fingerprint != teacher.fingerprint  # the cache keeps them apart
+
+
+def test_prefixes_are_part_of_what_the_teacher_sees() -> None:
+    prefixed = load_teacher(
+        TeacherConfig(model="hashing:32", query_instruction="query: ", document_prefix="doc: ")
+    )
+    assert prefixed.query_texts(["x"]) == ["query: x"]
+    assert prefixed.document_texts(["x"]) == ["doc: x"]
+
+
+def test_hashing_stand_in_is_deterministic_and_lexical() -> None:
+    stand_in = load_teacher(TeacherConfig(model="hashing:64"))
+    a = stand_in.encode(["snow and ice", "snow, ICE and", "coffee beans", ""])
+    np.testing.assert_allclose(
+        a, stand_in.encode(["snow and ice", "snow, ICE and", "coffee beans", ""])
+    )
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    assert a[0] @ a[1] == pytest.approx(1.0)  # same words, normalised
+    assert a[0] @ a[2] < 0.9

@@ -1,0 +1,172 @@
+"""Embedding cache on disk: a text encoded once by a teacher is never encoded again.
+
+Layout, one folder per teacher fingerprint (model, weights, pooling, length, dtype, ...)::
+
+    <root>/<teacher_key>/seg-<hash>.keys.npy   (n,) uint64, the text keys of this segment
+    <root>/<teacher_key>/seg-<hash>.emb.npy    (n, dim) float32, rows in the same order
+
+A text's key is the first 8 bytes of blake2b over the exact text the teacher sees (prefix
+included), so a query and a document with the same words but different prefixes differ.
+Segments are immutable and written atomically (temporary name, fsync, rename), embeddings
+first and keys last: a segment counts only once its keys file exists, so a writer killed at
+any point leaves nothing a reader will trust (and `.tmp` leftovers are removed next time).
+Embeddings are read through memory maps, so a lookup costs pages, not a copy of the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import atomic_path, remove_temp_files
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "EMBEDCURATE_CACHE_DIR"
+KEYS_SUFFIX = ".keys.npy"
+EMB_SUFFIX = ".emb.npy"
+
+
+def default_cache_root() -> Path:
+    """`$EMBEDCURATE_CACHE_DIR`, else `~/.cache/embedcurate/embeddings`."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "embedcurate" / "embeddings"
+
+
+def text_keys(texts: Sequence[str]) -> np.ndarray:
+    """(n,) uint64 keys of the exact texts (not normalised: the teacher sees every character)."""
+    keys = np.empty(len(texts), dtype=np.uint64)
+    for i, text in enumerate(texts):
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+        keys[i] = int.from_bytes(digest, "little")
+    return keys
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+
+class EmbeddingCache:
+    """Segments of (key, embedding) rows for one teacher; add-only, safe against killed writers."""
+
+    def __init__(self, root: str | Path, teacher_key: str) -> None:
+        self.folder = Path(root) / teacher_key
+        self.folder.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(self.folder)
+        self.stats = CacheStats()
+        self._load_index()
+
+    def _segments(self) -> list[str]:
+        names = sorted(
+            p.name.removesuffix(KEYS_SUFFIX) for p in self.folder.glob(f"*{KEYS_SUFFIX}")
+        )
+        return [n for n in names if (self.folder / f"{n}{EMB_SUFFIX}").is_file()]
+
+    def _load_index(self) -> None:
+        """Sorted keys of all segments, with (segment, row) for each, for vectorised lookup."""
+        self._segment_names = self._segments()
+        keys, segment_ids, rows = [], [], []
+        for seg_id, name in enumerate(self._segment_names):
+            seg_keys = np.load(self.folder / f"{name}{KEYS_SUFFIX}")
+            keys.append(seg_keys)
+            segment_ids.append(np.full(len(seg_keys), seg_id, dtype=np.int32))
+            rows.append(np.arange(len(seg_keys), dtype=np.int64))
+        if keys:
+            all_keys = np.concatenate(keys)
+            order = np.argsort(all_keys, kind="stable")
+            self._keys = all_keys[order]
+            self._seg = np.concatenate(segment_ids)[order]
+            self._row = np.concatenate(rows)[order]
+        else:
+            self._keys = np.empty(0, dtype=np.uint64)
+            self._seg = np.empty(0, dtype=np.int32)
+            self._row = np.empty(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """(n,) bool: which keys are cached."""
+        if not len(self._keys):
+            return np.zeros(len(keys), dtype=bool)
+        at = np.searchsorted(self._keys, keys).clip(max=len(self._keys) - 1)
+        return self._keys[at] == keys
+
+    def read(self, keys: np.ndarray, out: np.ndarray) -> None:
+        """Fill `out` (len(keys), dim) with the cached embeddings of `keys` (all must be cached)."""
+        at = np.searchsorted(self._keys, keys)
+        segs, rows = self._seg[at], self._row[at]
+        for seg_id in np.unique(segs):
+            mask = segs == seg_id
+            name = self._segment_names[int(seg_id)]
+            stored = np.load(self.folder / f"{name}{EMB_SUFFIX}", mmap_mode="r")
+            if stored.shape[1] != out.shape[1]:
+                raise ValueError(
+                    f"{self.folder / name}: cached dimension {stored.shape[1]}, "
+                    f"teacher gives {out.shape[1]}"
+                )
+            out[mask] = stored[rows[mask]]
+            del stored  # unmap now, so cached pages do not stay in this process's RSS
+
+    def write(self, keys: np.ndarray, embeddings: np.ndarray) -> None:
+        """Store a new segment (keys must not be cached yet; duplicates within are dropped)."""
+        if not len(keys):
+            return
+        keys, first = np.unique(keys, return_index=True)
+        embeddings = np.ascontiguousarray(embeddings[first], dtype=np.float32)
+        name = "seg-" + hashlib.blake2b(keys.tobytes(), digest_size=12).hexdigest()
+        with atomic_path(self.folder / f"{name}{EMB_SUFFIX}") as tmp, open(tmp, "wb") as handle:
+            np.save(handle, embeddings)
+        with atomic_path(self.folder / f"{name}{KEYS_SUFFIX}") as tmp, open(tmp, "wb") as handle:
+            np.save(handle, keys)  # written last: its presence marks the segment complete
+        self._load_index()
+
+
+def encode_cached(
+    texts: Sequence[str],
+    encode: Callable[[list[str]], np.ndarray],
+    dim: int,
+    cache: EmbeddingCache | None,
+    *,
+    chunk_size: int = 8192,
+) -> np.ndarray:
+    """(len(texts), dim) embeddings, encoding only texts neither cached nor seen earlier here.
+
+    Repeated texts in `texts` are encoded once. New embeddings are written to the cache in
+    segments of `chunk_size` texts, so an interrupted run keeps what it finished.
+    """
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    if not len(texts):
+        return out
+    keys = text_keys(texts)
+    unique_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    unique_emb = np.empty((len(unique_keys), dim), dtype=np.float32)
+    cached = cache.find(unique_keys) if cache is not None else np.zeros(len(unique_keys), bool)
+    if cache is not None and cached.any():
+        from_cache = np.empty((int(cached.sum()), dim), dtype=np.float32)
+        cache.read(unique_keys[cached], from_cache)
+        unique_emb[cached] = from_cache
+    missing = np.flatnonzero(~cached)
+    for start in range(0, len(missing), chunk_size):
+        part = missing[start : start + chunk_size]
+        # encode in original order of first appearance (length sorting happens in the teacher)
+        part = part[np.argsort(first[part], kind="stable")]
+        embeddings = encode([texts[int(first[i])] for i in part])
+        unique_emb[part] = embeddings
+        if cache is not None:
+            cache.write(unique_keys[part], embeddings)
+    if cache is not None:
+        cache.stats.hits += int(cached.sum())
+        cache.stats.misses += len(missing)
+    out[:] = unique_emb[inverse.reshape(-1)]
+    return out

