@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "embedcurate.commands.pairs",
     "embedcurate.commands.card",
     "embedcurate.commands.train",
+    "embedcurate.commands.server",
 )
 
 app = typer.Typer(
