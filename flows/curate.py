@@ -42,9 +42,11 @@ def sources_task(blend_path: str, source_name: str, run_dir: str) -> list[str]:
         "source": source.model_dump(mode="json"),
         "seed": blend.seed,
         "output": blend.output.model_dump(mode="json"),
-        "num_negatives": blend.mining.num_negatives,
         "files": files_fingerprint(source.path),
     }
+    if source.task_type in ("classification", "clustering"):
+        # these sources sample other-label negatives in proportion to num_negatives
+        settings["num_negatives"] = blend.mining.num_negatives
     ran = run_once(
         run,
         f"sources-{source.name}",

@@ -1,0 +1,83 @@
+"""The curate flow on a real (ephemeral) Prefect API with the packaged MiniLM teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.manifest import read_manifest
+from pipeline.schemas import TableKind
+from pipeline.shards import read_shards, require_valid
+
+from .conftest import write_flow_blend
+
+
+def _mtimes(run: Path) -> dict[str, float]:
+    return {str(p.relative_to(run)): p.stat().st_mtime for p in run.rglob("report.json")}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, prefect_harness):
+    from flows.curate import curate_flow
+
+    root = tmp_path_factory.mktemp("flow")
+    blend = write_flow_blend(root)
+    summary = curate_flow(str(blend), str(root / "run"))
+    return root, blend, summary
+
+
+def test_curate_writes_valid_train_shards_and_a_card(first_run) -> None:
+    root, _, summary = first_run
+    manifest = require_valid(summary["train_dir"], TableKind.TRAIN)
+    assert manifest.num_rows > 0
+    assert Path(summary["card"]).is_file()
+    run = root / "run"
+    assert {"pairs/beir", "pairs/topics", "mined", "train"} <= {
+        str(p.parent.relative_to(run)) for p in run.rglob("manifest.json")
+    }
+    assert (run / "corpus" / "beir" / "manifest.json").is_file()
+
+
+def test_curate_publishes_card_and_counts_artifacts(first_run) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read(key: str):
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            )
+
+    import asyncio
+
+    card = asyncio.run(read("data-card-flowtest"))
+    counts = asyncio.run(read("counts-flowtest"))
+    assert card
+    assert card[0].type == "markdown"
+    assert "---" in card[0].data
+    assert counts
+    table = json.loads(counts[0].data) if isinstance(counts[0].data, str) else counts[0].data
+    assert {row["stage"] for row in table} >= {"sources", "mine"}
+
+
+def test_rerun_skips_and_a_changed_setting_reruns_only_what_it_affects(first_run) -> None:
+    from flows.curate import curate_flow
+
+    root, blend, summary = first_run
+    run = root / "run"
+    before = _mtimes(run)
+    train_before = read_manifest(summary["train_dir"])
+    curate_flow(str(blend), str(run))
+    assert _mtimes(run) == before
+    assert read_manifest(summary["train_dir"]).shards == train_before.shards
+
+    blend.write_text(blend.read_text().replace("num_negatives: 2", "num_negatives: 1"))
+    curate_flow(str(blend), str(run))
+    after = _mtimes(run)
+    assert after["pairs/beir/report.json"] == before["pairs/beir/report.json"]
+    assert after["mined/report.json"] > before["mined/report.json"]
+    assert after["pairs/topics/report.json"] > before["pairs/topics/report.json"]
+    train = read_shards(run / "train", TableKind.TRAIN)
+    assert max(len(n) for n in train.column("negatives").to_pylist()) == 1
