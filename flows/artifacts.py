@@ -18,9 +18,15 @@ def artifact_key(prefix: str, name: str) -> str:
 
 
 def stage_count_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """One row per (stage report, source): rows in, kept, dropped and the top drop reasons."""
+    """One row per (stage report, source): rows in, kept, dropped and the top drop reasons.
+
+    Only reports that sit beside a shard set count, so a summary report over several sets
+    (e.g. `pairs/report.json`) is not counted twice.
+    """
     rows: list[dict[str, Any]] = []
     for path in sorted(run_dir.rglob("report.json")):
+        if not (path.parent / "manifest.json").exists():
+            continue  # a summary report beside no shard set; its sources report on their own
         report = json.loads(path.read_text(encoding="utf-8"))
         for source, counts in report.get("sources", {}).items():
             reasons = sorted(counts["dropped"].items(), key=lambda kv: -kv[1])[:3]

@@ -16,7 +16,7 @@ from prefect.tasks import exponential_backoff
 from flows.artifacts import publish_card
 from flows.runners import make_task_runner
 from flows.stage_cache import files_fingerprint, run_once
-from pipeline.blend import BlendConfig, TrainingConfig, load_blend
+from pipeline.blend import BlendConfig, SourceConfig, TrainingConfig, load_blend
 
 RETRY_DELAYS = exponential_backoff(backoff_factor=5)
 
@@ -30,33 +30,56 @@ def _log_stage(stage: str, ran: bool, out: Path) -> None:
     logger.info("%s: done -> %s%s", stage, out, "" if report.exists() else " (no report)")
 
 
-@task(name="sources", retries=1, retry_delay_seconds=RETRY_DELAYS)
-def sources_task(blend_path: str, source_name: str, run_dir: str) -> list[str]:
-    from pipeline.sources import run_sources
-
-    blend = load_blend(blend_path)
-    source = next(s for s in blend.sources if s.name == source_name)
-    run = Path(run_dir)
-    pairs_dir, corpus_dir = run / "pairs" / source.name, run / "corpus" / source.name
-    settings = {
+def _source_settings(blend: BlendConfig, source: SourceConfig) -> dict[str, Any]:
+    settings: dict[str, Any] = {
         "source": source.model_dump(mode="json"),
         "seed": blend.seed,
-        "output": blend.output.model_dump(mode="json"),
         "files": files_fingerprint(source.path),
     }
     if source.task_type in ("classification", "clustering"):
         # these sources sample other-label negatives in proportion to num_negatives
         settings["num_negatives"] = blend.mining.num_negatives
+    return settings
+
+
+def source_groups(blend: BlendConfig) -> list[list[str]]:
+    """Sources that can run as separate tasks: each alone, unless stage budgets tie them.
+
+    `output.max_rows_per_stage` shares one row budget among a stage's sources by weight, so
+    then every source must be read in the same call.
+    """
+    names = [s.name for s in blend.sources]
+    if blend.output.max_rows_per_stage:
+        return [names] if names else []
+    return [[name] for name in names]
+
+
+@task(name="sources", retries=1, retry_delay_seconds=RETRY_DELAYS)
+def sources_task(blend_path: str, source_names: list[str], run_dir: str) -> dict[str, list[str]]:
+    """Read a group of sources; returns {source: [pairs dir, corpus dir if any]}."""
+    from pipeline.sources import run_sources
+
+    blend = load_blend(blend_path)
+    sources = [s for s in blend.sources if s.name in source_names]
+    run = Path(run_dir)
+    outputs = {s.name: [run / "pairs" / s.name, run / "corpus" / s.name] for s in sources}
+    settings = {
+        "sources": [_source_settings(blend, s) for s in sources],
+        "output": blend.output.model_dump(mode="json"),
+    }
     ran = run_once(
         run,
-        f"sources-{source.name}",
+        "sources-" + "+".join(source_names),
         settings,
         [],
-        [pairs_dir, corpus_dir],
-        lambda: run_sources([source], run, blend),
+        [d for dirs in outputs.values() for d in dirs],
+        lambda: run_sources(sources, run, blend),
     )
-    _log_stage(f"sources[{source.name}]", ran, pairs_dir)
-    return [str(d) for d in (pairs_dir, corpus_dir) if (d / "manifest.json").exists()]
+    _log_stage(f"sources[{', '.join(source_names)}]", ran, run / "pairs")
+    return {
+        name: [str(d) for d in dirs if (d / "manifest.json").exists()]
+        for name, dirs in outputs.items()
+    }
 
 
 @task(name="generate", retries=2, retry_delay_seconds=RETRY_DELAYS)
