@@ -174,10 +174,12 @@ def template_task(blend_path: str, mined_dir: str, run_dir: str) -> str:
 @task(name="card", retries=1, retry_delay_seconds=RETRY_DELAYS)
 def card_task(blend_path: str, train_dir: str, run_dir: str) -> str:
     """The card is cheap and reads every report, so it is always rendered afresh."""
+    from prefect.runtime import flow_run
+
     from pipeline.card import run_card
 
     blend = load_blend(blend_path)
-    run_card(Path(train_dir), Path(run_dir), blend)
+    run_card(Path(train_dir), Path(run_dir), blend, run_id=f"prefect flow run {flow_run.id}")
     _log_stage("card", True, Path(train_dir))
     return str(Path(train_dir) / "README.md")
 
