@@ -187,19 +187,20 @@ def card_task(blend_path: str, train_dir: str, run_dir: str) -> str:
 def _gather_pairs(
     blend: BlendConfig, blend_path: str, run_dir: str
 ) -> tuple[list[str], dict[str, str]]:
-    """Run sources (one task per source) and generation concurrently; collect their outputs."""
-    source_futures = {
-        s.name: sources_task.submit(blend_path, s.name, run_dir) for s in blend.sources
-    }
+    """Run the source groups and generation concurrently; collect their outputs."""
+    source_futures = [
+        sources_task.submit(blend_path, group, run_dir) for group in source_groups(blend)
+    ]
     generate_future = generate_task.submit(blend_path, run_dir) if blend.generator else None
     pairs_dirs: list[str] = []
     corpus_dirs: dict[str, str] = {}
-    for name, future in source_futures.items():
-        for out in future.result():
-            if Path(out).parent.name == "corpus":
-                corpus_dirs[name] = out
-            else:
-                pairs_dirs.append(out)
+    for future in source_futures:
+        for name, outs in future.result().items():
+            for out in outs:
+                if Path(out).parent.name == "corpus":
+                    corpus_dirs[name] = out
+                else:
+                    pairs_dirs.append(out)
     if generate_future is not None:
         pairs_dirs.append(generate_future.result())
     return pairs_dirs, corpus_dirs
