@@ -11,7 +11,7 @@ from rich.table import Table
 from embedcurate.console import console, fail
 from pipeline.blend import load_blend
 from pipeline.errors import EmbedCurateError
-from pipeline.plan import stage_status
+from pipeline.plan import missing_stages
 
 
 def curate(
@@ -32,7 +32,7 @@ def curate(
         fail(str(exc))
     if blend.requires:
         console.print(f"[yellow]this blend needs:[/] {', '.join(blend.requires)}")
-    missing = [spec.name for spec, implemented in stage_status() if not implemented]
+    missing = missing_stages(blend)
     if missing:
         fail(f"this build lacks the stage(s) {', '.join(missing)}; nothing was run")
     from flows.curate import curate_flow
