@@ -87,3 +87,30 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_what_it_affects(first_run
     assert after["pairs/topics/report.json"] > before["pairs/topics/report.json"]
     train = read_shards(run / "train", TableKind.TRAIN)
     assert max(len(n) for n in train.column("negatives").to_pylist()) == 1
+
+
+def test_train_flow_trains_on_the_fresh_shards(first_run, tmp_path) -> None:
+    from flows.train import train_flow
+
+    _, _, summary = first_run
+    run_dir = train_flow(
+        shards_dir=summary["train_dir"], out_dir=str(tmp_path / "model"), stage="1", max_steps=2
+    )
+    report = json.loads((Path(run_dir) / "train_report.json").read_text())
+    assert [s["stage"] for s in report["stages"]] == [1]
+    assert report["stages"][0]["steps"] == 2
+    assert Path(report["stages"][0]["model_dir"]).is_dir()
+
+
+def test_train_flow_refuses_a_shard_set_that_does_not_validate(first_run, tmp_path) -> None:
+    import shutil
+
+    from flows.train import train_flow
+    from pipeline.errors import ShardSetError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(first_run[2]["train_dir"], broken)
+    next(broken.glob("train-*.parquet")).unlink()
+    with pytest.raises(ShardSetError, match="missing"):
+        train_flow(shards_dir=str(broken), out_dir=str(tmp_path / "model"), max_steps=1)
+    assert not (tmp_path / "model").exists()
