@@ -233,6 +233,7 @@ class CardInputs:
     run_dir: Path | None = None
     train_dir: Path | None = None
     blend_origin: str = ""  # where the blend came from: "argument", "manifest" or ""
+    run_id: str | None = None  # the orchestrator's run id (a Prefect flow run), when known
 
 
 def _source_rows(inputs: CardInputs) -> list[dict[str, Any]]:
@@ -443,6 +444,8 @@ def _decontamination_section(inputs: CardInputs) -> dict[str, Any]:
 
 
 def _run_id(inputs: CardInputs) -> str | None:
+    if inputs.run_id:
+        return inputs.run_id
     if inputs.manifest is not None and inputs.manifest.extra.get("run_id"):
         return str(inputs.manifest.extra["run_id"])
     for found in inputs.reports:
@@ -631,7 +634,10 @@ def write_card(card: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def run_card(
-    train_dir: str | Path, run_dir: str | Path | None = None, cfg: BlendConfig | None = None
+    train_dir: str | Path,
+    run_dir: str | Path | None = None,
+    cfg: BlendConfig | None = None,
+    run_id: str | None = None,
 ) -> StageReport:
     """Write README.md, card.json and plots/ beside a shard set (the curate flow's last stage).
 
@@ -654,6 +660,7 @@ def run_card(
         run_dir=run_dir,
         train_dir=train_dir,
         blend_origin=origin or ("manifest" if blend is not None else ""),
+        run_id=run_id,
     )
     plots = draw_card_plots(stats, train_dir / PLOTS_DIR)
     written = write_card(build_card(inputs, plots), train_dir)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from pipeline.blend import BlendConfig
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -40,3 +42,16 @@ CURATE_STAGES: tuple[StageSpec, ...] = (
 
 def stage_status() -> list[tuple[StageSpec, bool]]:
     return [(spec, spec.is_implemented()) for spec in CURATE_STAGES]
+
+
+def missing_stages(blend: BlendConfig) -> list[str]:
+    """Stages this blend needs that this build does not implement."""
+    optional = {
+        "generate": blend.generator is not None,
+        "decontaminate": bool(blend.decontamination and blend.decontamination.eval_sets),
+    }
+    return [
+        spec.name
+        for spec, implemented in stage_status()
+        if not implemented and optional.get(spec.name, True)
+    ]

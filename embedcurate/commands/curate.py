@@ -1,4 +1,4 @@
-"""`embedcurate curate BLEND.yaml --out DIR`: the main job."""
+"""`embedcurate curate BLEND.yaml --out DIR`: the main job, run as a Prefect flow."""
 
 from __future__ import annotations
 
@@ -10,37 +10,64 @@ from rich.table import Table
 
 from embedcurate.console import console, fail
 from pipeline.blend import load_blend
-from pipeline.errors import ConfigError
-from pipeline.plan import stage_status
+from pipeline.errors import EmbedCurateError
+from pipeline.plan import missing_stages
 
 
 def curate(
     blend_path: Annotated[Path, typer.Argument(help="the blend YAML file")],
     out: Annotated[Path, typer.Option("--out", help="run folder for every stage's output")],
+    runner: Annotated[
+        str | None, typer.Option(help="task runner: thread, dask or ray (default: the blend's)")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Dask scheduler or Ray cluster address")
+    ] = None,
+    train: Annotated[bool, typer.Option("--train", help="train on the shards when done")] = False,
 ) -> None:
     """Curate a blend into train shards with a data card."""
     try:
         blend = load_blend(blend_path)
-    except ConfigError as exc:
+    except EmbedCurateError as exc:
         fail(str(exc))
-    statuses = stage_status()
-    table = Table(title=f"curate {blend.name} -> {out}")
-    table.add_column("stage")
-    table.add_column("what it does")
-    table.add_column("status")
-    for spec, implemented in statuses:
-        table.add_row(spec.name, spec.purpose, "ready" if implemented else "[yellow]missing[/]")
-    console.print(table)
-    missing = [spec.name for spec, implemented in statuses if not implemented]
+    if blend.requires:
+        console.print(f"[yellow]this blend needs:[/] {', '.join(blend.requires)}")
+    missing = missing_stages(blend)
     if missing:
-        console.print(
-            f"[yellow]Not run:[/] this build lacks the stage(s) {', '.join(missing)}; "
-            "nothing was written. The blend validated."
-        )
-        return
-    from flows.curate import run_curate_from_cli  # prefect loads only when every stage exists
+        fail(f"this build lacks the stage(s) {', '.join(missing)}; nothing was run")
+    from flows.curate import curate_flow
 
-    run_curate_from_cli(blend_path, out)
+    try:
+        summary = curate_flow(
+            str(blend_path), str(out), runner=runner, address=address, train=train
+        )
+    except EmbedCurateError as exc:
+        fail(str(exc))
+    print_summary(Path(summary["run_dir"]), summary)
+
+
+def print_summary(run_dir: Path, summary: dict) -> None:
+    from flows.artifacts import stage_count_rows
+    from pipeline.manifest import read_manifest
+
+    table = Table(title=f"curate run {run_dir}")
+    for column in ("stage", "output", "source", "in", "kept", "dropped", "top reasons"):
+        table.add_column(column, justify="right" if column in ("in", "kept", "dropped") else "left")
+    for row in stage_count_rows(run_dir):
+        table.add_row(
+            *(
+                str(row[c])
+                for c in ("stage", "output", "source", "in", "kept", "dropped", "top reasons")
+            )
+        )
+    console.print(table)
+    manifest = read_manifest(summary["train_dir"])
+    console.print(
+        f"[green]train shards:[/] {summary['train_dir']} ({manifest.num_rows} rows, "
+        f"{len(manifest.shards)} shard(s))\n[green]data card:[/] {summary['card']}"
+    )
+    if "model_dir" in summary:
+        console.print(f"[green]trained model:[/] {summary['model_dir']}")
 
 
 def register(app: typer.Typer) -> None:

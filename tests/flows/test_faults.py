@@ -1,0 +1,180 @@
+"""Faults and scale-out, end to end: SIGKILL mid-mining, a Dask cluster, a real Prefect server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.manifest import read_manifest
+
+from .conftest import write_flow_blend
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _hashes(shard_dir: Path) -> list[str]:
+    return [entry.sha256 for entry in read_manifest(shard_dir).shards]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    home = tmp_path / f"prefect-home-{len(list(tmp_path.glob('prefect-home-*')))}"
+    home.mkdir()
+    return {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **extra,
+    }
+
+
+def _curate_cmd(blend: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "embedcurate", "curate", str(blend), "--out", str(out), *extra]
+
+
+def test_sigkill_during_mining_then_rerun_matches_an_uninterrupted_run(tmp_path) -> None:
+    blend = write_flow_blend(tmp_path / "data", num_docs=3000)
+    reference = subprocess.run(
+        _curate_cmd(blend, tmp_path / "ref"),
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_curate_cmd(blend, run), cwd=REPO, env=_env(tmp_path))
+    state = run / ".state"
+    deadline = time.monotonic() + 300
+    while (
+        not (state / "sources-beir.json").exists() or not (state / "sources-topics.json").exists()
+    ):
+        assert proc.poll() is None, "curate ended before mining started"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(3)  # inside mining: teacher loaded, corpus being encoded
+    assert proc.poll() is None, "mining finished before the kill"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (state / "mine.json").exists()
+    assert not (run / "train" / "manifest.json").exists()
+
+    rerun = subprocess.run(
+        _curate_cmd(blend, run), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert _hashes(run / "mined") == _hashes(tmp_path / "ref" / "mined")
+    assert _hashes(run / "train") == _hashes(tmp_path / "ref" / "train")
+
+
+def test_dask_local_cluster_gives_the_same_shards_as_the_thread_runner(
+    tmp_path, prefect_harness
+) -> None:
+    from flows.curate import curate_flow
+
+    blend = write_flow_blend(tmp_path / "data")
+    local = curate_flow(str(blend), str(tmp_path / "local"))
+    dask = curate_flow(str(blend), str(tmp_path / "dask"), runner="dask")
+    assert _hashes(Path(dask["train_dir"])) == _hashes(Path(local["train_dir"]))
+    assert _hashes(Path(dask["mined_dir"])) == _hashes(Path(local["mined_dir"]))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the Prefect server exited"
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the Prefect server did not become healthy")
+
+
+def test_a_real_prefect_server_runs_a_scheduled_deployment(tmp_path) -> None:
+    blend = write_flow_blend(tmp_path / "data")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = _env(tmp_path, PREFECT_API_URL=api)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "embedcurate", "server", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    serve = None
+    try:
+        _wait_healthy(api, server)
+        out = tmp_path / "scheduled"
+        serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed with the process)
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "embedcurate",
+                "serve",
+                str(blend),
+                "--out",
+                str(out),
+                "--cron",
+                "0 3 * * *",
+                "--name",
+                "nightly",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=serve_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        code = (
+            "from prefect.deployments import run_deployment\n"
+            "from prefect.exceptions import ObjectNotFound\n"
+            "import time\n"
+            "for _ in range(180):\n"
+            "    try:\n"
+            "        run = run_deployment('curate/nightly', timeout=600); break\n"
+            "    except ObjectNotFound:\n"
+            "        time.sleep(1)\n"
+            "print(run.state.type.value)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        served = (tmp_path / "serve.log").read_text()[-3000:]
+        assert result.stdout.strip().endswith("COMPLETED"), result.stderr[-2000:] + served
+        assert read_manifest(out / "train").num_rows > 0
+        schedules = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+        nightly = next(d for d in schedules if d["name"] == "nightly")
+        assert nightly["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+    finally:
+        for proc in (serve, server):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.runners import make_task_runner
+
+
+def test_thread_runner_is_the_default() -> None:
+    runner = make_task_runner()
+    assert isinstance(runner, ThreadPoolTaskRunner)
+
+
+def test_dask_runner_starts_a_local_cluster_or_uses_an_address() -> None:
+    from prefect_dask import DaskTaskRunner
+
+    local = make_task_runner("dask", max_workers=2)
+    assert isinstance(local, DaskTaskRunner)
+    assert local.cluster_kwargs["n_workers"] == 2
+    remote = make_task_runner("dask", address="tcp://127.0.0.1:8786")
+    assert remote.address == "tcp://127.0.0.1:8786"
+
+
+def test_unknown_runner_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="thread, dask, ray"):
+        make_task_runner("spark")
