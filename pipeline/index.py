@@ -133,6 +133,12 @@ class VectorIndex:
         self.on_gpu = True
         logger.info("index sharded over %d GPU(s)", num_gpus())
 
+    def describe(self) -> dict[str, int | bool]:
+        """Settings a report should carry: IVF searches `nprobe` of `nlist` cells (approximate)."""
+        if self.kind != "ivf":
+            return {"exact": True}
+        return {"exact": False, "nlist": self.nlist, "nprobe": min(self.cfg.nprobe, self.nlist)}
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (num_queries, k), best first; rows -1 past the corpus end."""
         if k > self.max_k:

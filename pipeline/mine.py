@@ -536,6 +536,7 @@ def mine_pools(
             "index": index.kind,
             "on_gpu": index.on_gpu,
             "seconds": round(time.perf_counter() - started, 3),
+            **index.describe(),
         }
         if pool.num_docs <= miner.mining.range_max:
             logger.warning(

@@ -107,6 +107,31 @@ def test_rerun_is_identical_and_reads_the_cache(tmp_path) -> None:
     assert shas[0] == shas[1]
 
 
+def test_ivf_probing_every_cell_mines_what_flat_mines(tmp_path) -> None:
+    inputs = write_corpus_case(tmp_path)
+    flat = run_mine(inputs, tmp_path / "flat", blend(tmp_path))
+    ivf = run_mine(
+        inputs, tmp_path / "ivf", blend(tmp_path, index="ivf", ivf_nlist=1, ivf_nprobe=1)
+    )
+    assert ivf.details["pools"]["corpus:unit"] | {"seconds": 0} == {
+        "num_docs": 40,
+        "num_rows": 12,
+        "index": "ivf",
+        "on_gpu": False,
+        "seconds": 0,
+        "exact": False,
+        "nlist": 1,
+        "nprobe": 1,
+    }
+    assert flat.details["pools"]["corpus:unit"]["exact"] is True
+    columns = ["example_id", "negative_ids", "neg_ranks"]
+    assert (
+        read_shards(tmp_path / "ivf")
+        .select(columns)
+        .equals(read_shards(tmp_path / "flat").select(columns))
+    )
+
+
 def test_random_sampling_does_not_depend_on_shard_order(tmp_path) -> None:
     docs = corpus_docs(60)
     write_shards(rows_to_table(docs, TableKind.CORPUS), tmp_path / "corpus", TableKind.CORPUS)
