@@ -250,7 +250,7 @@ def template_path(step: PromptStep, task_type: str, prompts_dir: Path | None = N
 
 
 @lru_cache(maxsize=64)
-def _load_cached(path: Path, mtime_ns: int) -> PromptTemplate:
+def _load_cached(path: Path, mtime_ns: int, size: int) -> PromptTemplate:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -265,7 +265,8 @@ def _load_cached(path: Path, mtime_ns: int) -> PromptTemplate:
 def load_template_file(path: Path) -> PromptTemplate:
     if not path.is_file():
         raise PromptError(f"{path}: prompt template not found")
-    return _load_cached(path.resolve(), path.stat().st_mtime_ns)
+    stat = path.stat()  # a changed file is read again
+    return _load_cached(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
 def load_template(
