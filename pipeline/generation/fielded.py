@@ -2,13 +2,13 @@
 
 A small base model continuing an opened JSON line (the few-shot completion form) mostly
 writes sensible values but often breaks the structure: a stray quote, a missing comma, a key
-left out, a list that never closes. Measured on the packaged Gemma 3 270M: 0-1 of 6 one-shot
-answers parsed, 5 of 6 when driven field by field. So each string value is one request that
-continues the prompt with the values so far and stops at the closing quote (or a newline,
-which a JSON string cannot hold); the stage writes the punctuation and the next key itself
-(`", "positive_document": "`, or `", "` between list items). Requests for one step go out as
-one batch, so the OpenAI backend runs them concurrently and vLLM batches them; each is cached
-like any other request.
+left out, a list that never closes. Measured on the packaged Gemma 3 270M (bench/RESULTS.md):
+2 of 6 one-request answers parsed and fit the schema, 5 of 6 driven field by field, in about
+the same time. So each string value is one request that continues the prompt with the values
+so far and stops at the closing quote (or a newline, which a JSON string cannot hold); the
+stage writes the punctuation and the next key itself (`", "positive_document": "`, or `", "`
+between list items). Requests for one step go out as one batch, so the OpenAI backend runs
+them concurrently and vLLM batches them; each is cached like any other request.
 
 This is guidance by construction for prompts without a grammar; with `guided_json` the
 backend's own JSON-schema decoding answers in one request instead.

@@ -178,7 +178,6 @@ def brainstorm_tasks(
     item_schema = template.output_schema["properties"][BRAINSTORM_KEY].get("items", {})
     example_tasks = template.example_values(BRAINSTORM_KEY)
     kept: list[str] = []
-    seen: set[str] = set()
     dropped: Counter[str] = Counter()
     num_calls = num_proposed = 0
     for _ in range(MAX_BRAINSTORM_ROUNDS):
@@ -190,9 +189,8 @@ def brainstorm_tasks(
         proposed = _brainstorm_round(generator, template, plan, synthetic_type, calls, dropped)
         num_proposed += len(proposed)
         for task in proposed:
-            verdict = _check_task(task, item_schema, example_tasks, seen)
+            verdict = _check_task(task, item_schema, example_tasks, kept)
             if verdict.keep:
-                seen.add(text_hash(task))
                 kept.append(task.strip())
             else:
                 dropped[verdict.reason or "unknown"] += 1
@@ -269,14 +267,20 @@ def _proposed_tasks(result: GenerationResult, prefix: str, dropped: Counter[str]
 
 
 def _check_task(
-    task: Any, item_schema: dict[str, Any], example_tasks: list[str], seen: set[str]
+    task: Any, item_schema: dict[str, Any], example_tasks: list[str], kept: list[str]
 ) -> Verdict:
+    """Schema, not a few-shot example, not equal (normalised) to a task already kept.
+
+    Only exact duplicates: word overlap cannot tell "... an author's work ..." from
+    "... an author's book ..." (the same task) apart from "... about volcanoes ..." and
+    "... about beekeeping ..." (two tasks); near-duplicate examples are caught later.
+    """
     verdict = check_schema(task, item_schema)
     if not verdict.keep:
         return drop(f"task_{verdict.reason}", verdict.detail)
     if not check_not_example(task, example_tasks).keep:
         return drop("task_copied_example")
-    if text_hash(task) in seen:
+    if any(text_hash(other) == text_hash(task) for other in kept):
         return drop("task_duplicate")
     return KEEP
 
