@@ -110,14 +110,13 @@ class GenerationPlan:
         return min(self.cfg.num_tasks, MAX_TASKS_PER_CALL)
 
     def sampling(self, seed: int) -> SamplingParams:
-        # Completion prompts hold one JSON answer per line, so a newline ends the answer.
-        stop = ("\n",) if self.form == "completion" else ()
+        """No stop strings: a chat answer or a grammar ends by itself, and field-by-field
+        requests set their own (the closing quote)."""
         return SamplingParams(
             max_tokens=self.cfg.max_tokens,
             temperature=self.cfg.temperature,
             top_p=TOP_P,
             seed=seed,
-            stop=stop,
             repetition_penalty=repetition_penalty(self.cfg),
         )
 
