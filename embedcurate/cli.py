@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "embedcurate.commands.train",
     "embedcurate.commands.mine",
     "embedcurate.commands.server",
+    "embedcurate.commands.generate",
 )
 
 app = typer.Typer(

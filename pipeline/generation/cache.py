@@ -1,0 +1,173 @@
+"""Content-addressed response cache: (prompt, model, sampling, schema) -> response.
+
+One SQLite file (stdlib, write-ahead log, `synchronous=FULL`): each finished response is
+committed on its own as soon as it arrives, so a run killed at any point keeps every call
+that finished, and a resumed or repeated run pays only for the rest. Keys are sha256 of the
+canonical request payload; editing a template, switching models or changing a sampling
+parameter changes the key, so a stale response is never served for a new request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import sha256_json
+from pipeline.generation.backends import (
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    GeneratorBackend,
+)
+from pipeline.manifest import now_iso
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "EMBEDCURATE_CACHE_DIR"
+RESPONSES_FILE = "responses.sqlite"
+
+
+def default_cache_dir() -> Path:
+    """`$EMBEDCURATE_CACHE_DIR`, else `~/.cache/embedcurate`."""
+    configured = os.environ.get(CACHE_ENV)
+    return Path(configured) if configured else Path.home() / ".cache" / "embedcurate"
+
+
+def cache_key(request: GenerationRequest, model_identity: str) -> str:
+    return sha256_json(request.cache_payload(model_identity))
+
+
+class ResponseCache:
+    """Thread-safe store of finished responses in `cache_dir/generation/responses.sqlite`."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.path = Path(cache_dir) / "generation" / RESPONSES_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS responses ("
+                "key TEXT PRIMARY KEY, model TEXT NOT NULL, response TEXT NOT NULL, "
+                "created_at TEXT NOT NULL)"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise GenerationError(
+                f"{self.path}: response cache is unreadable ({exc}); move it away to start over"
+            ) from exc
+
+    def get(self, key: str) -> GenerationResult | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT response FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else GenerationResult.from_dict(json.loads(row[0]), cached=True)
+
+    def put(self, key: str, model_identity: str, result: GenerationResult) -> None:
+        payload = json.dumps(result.to_dict(), ensure_ascii=False)
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO responses (key, model, response, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (key, model_identity, payload, now_iso()),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+@dataclass
+class CallStats:
+    """What generation cost: requests asked, answered from cache, sent, tokens and time."""
+
+    num_requests: int = 0
+    num_cache_hits: int = 0
+    num_backend_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    backend_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        per_s = self.completion_tokens / self.backend_seconds if self.num_backend_calls else None
+        return {
+            "num_requests": self.num_requests,
+            "num_cache_hits": self.num_cache_hits,
+            "num_backend_calls": self.num_backend_calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "backend_seconds": round(self.backend_seconds, 3),
+            "completion_tokens_per_s": None if per_s is None else round(per_s, 2),
+        }
+
+
+class CachingGenerator:
+    """A backend behind the cache: only misses reach the backend, each cached on arrival."""
+
+    def __init__(
+        self, backend: GeneratorBackend, cache: ResponseCache, *, progress: bool = False
+    ) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.progress = progress
+        self.stats = CallStats()
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], desc: str = "generate"
+    ) -> list[GenerationResult]:
+        identity = self.backend.cache_identity
+        keys = [cache_key(request, identity) for request in requests]
+        results: list[GenerationResult | None] = [self.cache.get(key) for key in keys]
+        misses = [index for index, result in enumerate(results) if result is None]
+        self.stats.num_requests += len(requests)
+        self.stats.num_cache_hits += len(requests) - len(misses)
+        bar = self._progress_bar(len(requests), len(requests) - len(misses), desc)
+
+        def on_result(miss_index: int, result: GenerationResult) -> None:
+            index = misses[miss_index]
+            self.cache.put(keys[index], identity, result)
+            results[index] = result
+            self.stats.num_backend_calls += 1
+            self.stats.prompt_tokens += result.prompt_tokens
+            self.stats.completion_tokens += result.completion_tokens
+            if bar is not None:
+                bar.update(1)
+
+        started = time.perf_counter()
+        try:
+            if misses:
+                self.backend.generate([requests[index] for index in misses], on_result)
+        finally:
+            self.stats.backend_seconds += time.perf_counter() - started
+            if bar is not None:
+                bar.close()
+        missing = [index for index, result in enumerate(results) if result is None]
+        if missing:
+            raise GenerationError(
+                f"{self.backend.name} backend returned no response for {len(missing)} of "
+                f"{len(requests)} request(s) (first: #{missing[0]})"
+            )
+        return [result for result in results if result is not None]
+
+    def _progress_bar(self, total: int, done: int, desc: str) -> Any:
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=done, desc=desc, unit="call")

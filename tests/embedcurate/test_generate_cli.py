@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.report import StageReport
+from pipeline.shards import validate_shards
+from tests.llm_servers import ScriptedServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "embedcurate", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_generate_against_an_openai_compatible_server_prints_kept_and_dropped(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "synthetic"
+    with ScriptedServer() as server:
+        server.copy_query_when("ambiguous")
+        result = run_cli(
+            "generate",
+            "--backend", "openai",
+            "--base-url", server.base_url,
+            "--model", "scripted-llm",
+            "--model-kind", "base",
+            "--tasks", "2",
+            "--examples-per-task", "3",
+            "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out),
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = StageReport.load(out / "report.json")
+    assert validate_shards(out, "pairs") == []
+    kept = re.search(r"kept\s+\S\s+(\d+)", result.stdout)
+    copied = re.search(r"dropped: query_in_document\s+\S\s+(\d+)", result.stdout)
+    assert kept is not None
+    assert copied is not None
+    assert (int(kept.group(1)), int(copied.group(1))) == (
+        report.num_kept,
+        report.dropped["query_in_document"],
+    )
+    assert server.copied_queries == report.dropped["query_in_document"] > 0
+    assert f"{report.num_kept} rows" in result.stdout
+    assert "brainstorm short-long: 2 task(s)" in result.stdout
+    assert "generate short-long" in result.stderr  # the progress bar
+
+
+def test_generate_names_what_is_missing(tmp_path: Path) -> None:
+    result = run_cli("generate", "--backend", "openai", "--out", str(tmp_path / "x"))
+    assert result.returncode == 1
+    assert "--model is required" in result.stderr
+
+    with ScriptedServer() as server:
+        server.fail_when("Area:", "http_401")
+        failed = run_cli(
+            "generate",
+            "--backend", "openai",
+            "--base-url", server.base_url,
+            "--model", "scripted-llm",
+            "--model-kind", "base",
+            "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "y"),
+        )  # fmt: skip
+    assert failed.returncode == 1
+    assert server.base_url in failed.stderr
+    assert "AuthenticationError" in failed.stderr
