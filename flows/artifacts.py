@@ -41,7 +41,8 @@ def stage_count_rows(run_dir: Path) -> list[dict[str, Any]]:
                     "top reasons": ", ".join(f"{r} ({n})" for r, n in reasons),
                 }
             )
-    return rows
+    order = {"sources": 0, "generate": 1, "decontaminate": 2, "mine": 3, "template": 4}
+    return sorted(rows, key=lambda row: (order.get(row["stage"], 9), row["source"]))
 
 
 def publish_card(blend_name: str, train_dir: Path, run_dir: Path) -> None:

@@ -114,3 +114,44 @@ def test_train_flow_refuses_a_shard_set_that_does_not_validate(first_run, tmp_pa
     with pytest.raises(ShardSetError, match="missing"):
         train_flow(shards_dir=str(broken), out_dir=str(tmp_path / "model"), max_steps=1)
     assert not (tmp_path / "model").exists()
+
+
+def test_llm_server_stopped_mid_run_fails_clearly_and_keeps_finished_calls(
+    tmp_path, prefect_harness
+) -> None:
+    import threading
+
+    from flows.curate import curate_flow
+    from pipeline.generation.cache import ResponseCache
+    from tests.llm_servers import ScriptedServer, wait_until
+
+    cache_dir = tmp_path / "llm-cache"
+    server = ScriptedServer()
+    server.__enter__()
+    generator = f"""generator:
+  backend: openai
+  base_url: {server.base_url}
+  model: scripted-llm
+  model_kind: base
+  num_tasks: 3
+  examples_per_task: 3
+  max_retries: 1
+  timeout_s: 2
+  retry_backoff_s: 0.01
+  cache_dir: {cache_dir}
+"""
+    blend = write_flow_blend(tmp_path / "data", extra=generator)
+
+    def stop_after_some_calls() -> None:
+        wait_until(lambda: server.num_calls >= 3, timeout_s=120)
+        server.__exit__(None, None, None)
+
+    stopper = threading.Thread(target=stop_after_some_calls, daemon=True)
+    stopper.start()
+    with pytest.raises(Exception, match="attempt") as info:
+        curate_flow(str(blend), str(tmp_path / "run"))
+    stopper.join(timeout=5)
+    assert server.base_url in str(info.value)
+    finished = len(ResponseCache(cache_dir))
+    assert 3 <= finished <= server.num_calls
+    assert not (tmp_path / "run" / "train" / "manifest.json").exists()
