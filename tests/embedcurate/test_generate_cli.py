@@ -1,28 +1,14 @@
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from pipeline.report import StageReport
 from pipeline.shards import validate_shards
+from tests.cli_runner import run_cli
 from tests.llm_servers import ScriptedServer
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "embedcurate", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_generate_against_an_openai_compatible_server_prints_kept_and_dropped(

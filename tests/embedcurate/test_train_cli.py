@@ -6,9 +6,7 @@ the refusal test runs the real entry point in a subprocess."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from embedcurate.cli import app
 from model.io import load_embedder
 from pipeline.schemas import TableKind, rows_to_table
 from pipeline.shards import shard_name, write_shards
+from tests.cli_runner import run_cli as run_embedcurate
 from tests.model.test_data import classification_rows
 from tests.model.test_evaluate import write_beir
 from tests.model.tiny import MINILM, retrieval_train_rows
@@ -42,15 +41,7 @@ def one_thread() -> Iterator[None]:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "embedcurate", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    return run_embedcurate(*args, timeout=600, OMP_NUM_THREADS="1")
 
 
 @pytest.mark.slow
