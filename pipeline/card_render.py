@@ -45,7 +45,8 @@ def render_template(template: str, values: Mapping[str, str], *, origin: str = "
 # --- Markdown building blocks -------------------------------------------------------------
 
 
-def _cell(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """One value as card text (the Markdown card and the terminal view share this)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -55,8 +56,15 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
     if isinstance(value, list | tuple):
-        return ", ".join(_cell(item) for item in value) or "-"
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+        return ", ".join(format_value(item) for item in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={format_value(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    """A Markdown table cell: backslashes and pipes escaped, whitespace folded."""
+    text = format_value(value).replace("\\", "\\\\").replace("|", "\\|")
     return " ".join(text.split()) or "-"
 
 

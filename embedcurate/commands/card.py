@@ -13,6 +13,7 @@ from rich.table import Table
 
 from embedcurate.console import console, fail
 from pipeline.blend import BlendConfig, load_blend
+from pipeline.card_render import format_value
 from pipeline.errors import EmbedCurateError
 
 CARD_JSON = "card.json"
@@ -34,28 +35,12 @@ def _load_blend(blend_path: Path | None) -> BlendConfig | None:
         fail(str(exc))
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return ", ".join(_fmt(v) for v in value) or "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "-"
-    return str(value)
-
-
 def _table(title: str, headers: list[str], rows: list[list[Any]]) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False)
     for header in headers:
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*(_fmt(value) for value in row))
+        table.add_row(*(format_value(value) for value in row))
     return table
 
 
@@ -110,7 +95,7 @@ def show_card(card: dict[str, Any], card_dir: Path) -> None:
     }
     console.print(
         f"[bold]Decontamination:[/] {decontamination['status']}"
-        + (f"; rows flagged per source: {_fmt(flagged)}" if flagged else "")
+        + (f"; rows flagged per source: {format_value(flagged)}" if flagged else "")
     )
     lineage = card["lineage"]
     console.print(

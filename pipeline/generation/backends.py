@@ -32,6 +32,20 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     repetition_penalty: float | None = None  # None: the server's default
 
+    def engine_options(self, repetition_key: str) -> dict[str, Any]:
+        """Keyword arguments for an in-process engine (llama.cpp and vLLM name the penalty
+        differently, hence `repetition_key`); an unset penalty is left to the engine."""
+        options: dict[str, Any] = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop) or None,
+        }
+        if self.repetition_penalty is not None:
+            options[repetition_key] = self.repetition_penalty
+        return options
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_tokens": self.max_tokens,

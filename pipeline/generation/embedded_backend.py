@@ -154,16 +154,7 @@ class EmbeddedBackend:
             on_result(index, result)
 
     def _generate_one(self, request: GenerationRequest) -> GenerationResult:
-        sampling = request.sampling
-        options: dict[str, Any] = {
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": sampling.seed,
-            "stop": list(sampling.stop) or None,
-        }
-        if sampling.repetition_penalty is not None:
-            options["repeat_penalty"] = sampling.repetition_penalty
+        options = request.sampling.engine_options("repeat_penalty")
         if request.prompt.form == "chat":
             messages = [{"role": m.role, "content": m.content} for m in request.prompt.messages]
             if request.json_schema is not None:

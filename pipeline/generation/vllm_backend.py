@@ -53,16 +53,7 @@ class VLLMBackend:
     def _sampling_params(self, request: GenerationRequest) -> Any:
         from vllm import SamplingParams
 
-        sampling = request.sampling
-        options: dict[str, Any] = {
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": sampling.seed,
-            "stop": list(sampling.stop) or None,
-        }
-        if sampling.repetition_penalty is not None:
-            options["repetition_penalty"] = sampling.repetition_penalty
+        options = request.sampling.engine_options("repetition_penalty")
         if request.json_schema is not None:
             options.update(_guided_options(request.json_schema))
         return SamplingParams(**options)
