@@ -35,7 +35,14 @@ from pipeline.manifest import (
     read_manifest,
     write_manifest,
 )
-from pipeline.schemas import SCHEMA_VERSION, TableKind, conform, schema_fingerprint, schema_for
+from pipeline.schemas import (
+    SCHEMA_VERSION,
+    TableKind,
+    conform,
+    rows_to_table,
+    schema_fingerprint,
+    schema_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +126,6 @@ class ShardWriter:
             self._flush(self.rows_per_shard)
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
-        from pipeline.schemas import rows_to_table
-
         if rows:
             self.write(rows_to_table(rows, self.kind))
 
