@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import ShardWriter
 
-from pipeline.schemas import TableKind, rows_to_table  # noqa: E402
-from pipeline.shards import ShardWriter  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VOCAB = [f"w{i}" for i in range(30_000)]
 INSTRUCTION = "Instruct: Given a question, retrieve passages that answer it\nQuery: "
@@ -72,15 +71,15 @@ def generate(out: Path, num_rows: int, rows_per_shard: int, seed: int = 0) -> No
 
 
 CARD_CODE = """
-import sys; sys.path.insert(0, {repo!r})
-from pipeline.card import run_card
+from embedcurate.pipeline.card.build import run_card
 run_card({train!r}, {train!r}, None)
 """
 DECONTAM_CODE = """
-import sys; sys.path.insert(0, {repo!r})
 from pathlib import Path
-from pipeline.blend import parse_blend
-from pipeline.decontam import run_decontaminate
+from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.decontam import run_decontaminate
+
+REPO = Path(__file__).resolve().parents[1]
 blend = parse_blend({{"name": "bench", "sources": [{{"name": "web", "kind": "hf", "hub_id": "x"}}],
     "decontamination": {{"eval_sets": [{{"name": "eval", "kind": "beir", "path": {beir!r}}}]}}}})
 report = run_decontaminate([Path({pairs!r})], Path({out!r}), blend)
@@ -118,11 +117,11 @@ def main() -> None:
     generate(work, args.rows, args.rows_per_shard)
     print(f"generated {args.rows:,} train and pairs rows in {time.perf_counter() - start:.0f} s")
     rows = []
-    wall, rss, _ = timed(CARD_CODE.format(repo=str(REPO), train=str(work / "train")))
+    wall, rss, _ = timed(CARD_CODE.format(train=str(work / "train")))
     card = json.loads((work / "train" / "card.json").read_text())
     rows.append(("run_card", wall, rss, card["figures"]["num_rows"]))
     code = DECONTAM_CODE.format(
-        repo=str(REPO), beir=str(args.eval_beir.resolve()), pairs=str(work / "pairs" / "web"),
+        beir=str(args.eval_beir.resolve()), pairs=str(work / "pairs" / "web"),
         out=str(work / "clean"),
     )  # fmt: skip
     wall, rss, out = timed(code)

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from model.config import BackboneConfig, EmbedderConfig, LatentAttentionConfig
-from model.embedder import build_embedder
-from model.losses import InfoNCELoss
+from embedcurate.model.config import BackboneConfig, EmbedderConfig, LatentAttentionConfig
+from embedcurate.model.embedder import build_embedder
+from embedcurate.model.losses import InfoNCELoss
 
 
 def main() -> None:

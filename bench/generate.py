@@ -26,31 +26,30 @@ import json
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from rich.console import Console
+from rich.table import Table
+from tests.llm_servers import LlamaServer, ScriptedServer
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from pipeline.blend import GeneratorConfig  # noqa: E402
-from pipeline.generation.backends import (  # noqa: E402
+from embedcurate.pipeline.blend import GeneratorConfig
+from embedcurate.pipeline.generation.cache import CachingGenerator, ResponseCache
+from embedcurate.pipeline.generation.fielded import generate_fielded, object_steps
+from embedcurate.pipeline.generation.filters import check_schema, parse_json_answer
+from embedcurate.pipeline.generation.prompts import load_template
+from embedcurate.pipeline.generation.stage import structural_schema
+from embedcurate.pipeline.generation.types import (
     GenerationRequest,
     GenerationResult,
     SamplingParams,
 )
-from pipeline.generation.cache import CachingGenerator, ResponseCache, default_cache_dir  # noqa: E402
-from pipeline.generation.fielded import generate_fielded, object_steps  # noqa: E402
-from pipeline.generation.filters import check_schema, parse_json_answer  # noqa: E402
-from pipeline.generation.stage import structural_schema  # noqa: E402
-from pipeline.prompts import load_template  # noqa: E402
-from tests.llm_servers import LlamaServer, ScriptedServer  # noqa: E402
+from embedcurate.pipeline.packaged import cache_root
+
+REPO = Path(__file__).resolve().parents[1]
 
 console = Console()
 TASKS = [
@@ -121,7 +120,7 @@ async def _direct(base_url: str, requests: list[GenerationRequest], concurrency:
 
 
 def _ours(base_url: str, requests: list[GenerationRequest], concurrency: int) -> dict:
-    from pipeline.generation.openai_backend import OpenAIBackend
+    from embedcurate.pipeline.generation.openai_backend import OpenAIBackend
 
     cfg = GeneratorConfig(
         backend="openai", base_url=base_url, model="gemma", concurrency=concurrency, timeout_s=600
@@ -178,7 +177,7 @@ def client_overhead_fixed_latency(args: argparse.Namespace) -> list[dict]:
 
 
 def embedded_throughput(args: argparse.Namespace) -> dict:
-    from pipeline.generation.embedded_backend import EmbeddedBackend
+    from embedcurate.pipeline.generation.embedded_backend import EmbeddedBackend
 
     backend = EmbeddedBackend(GeneratorConfig(backend="embedded"))
     requests = _requests(args.requests, args.max_tokens, stop=())
@@ -198,7 +197,7 @@ def _valid(value: Any, verdict: Any, schema: dict) -> bool:
 
 
 def answer_yield(args: argparse.Namespace, work: Path) -> list[dict]:
-    from pipeline.generation.embedded_backend import EmbeddedBackend
+    from embedcurate.pipeline.generation.embedded_backend import EmbeddedBackend
 
     template = load_template("generate", "short-long")
     schema = template.output_schema
@@ -375,10 +374,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["EMBEDCURATE_LLAMA_THREADS"] = str(args.threads)
 
-    from pipeline.generation.embedded_backend import packaged_gemma_path
+    from embedcurate.pipeline.packaged import packaged_gemma_path
 
     console.print(f"load before: {_uptime()}", highlight=False)
-    model_path = packaged_gemma_path(default_cache_dir() / "models")
+    model_path = packaged_gemma_path(cache_root() / "models")
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
         work = Path(tmp)
         latency = client_overhead_fixed_latency(args)

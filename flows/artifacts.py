@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from pipeline.manifest import read_manifest
+from embedcurate.pipeline.manifest import read_manifest
 
 
 def artifact_key(prefix: str, name: str) -> str:

@@ -13,10 +13,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.tasks import exponential_backoff
 
-from flows.artifacts import publish_card
-from flows.runners import make_task_runner
-from flows.stage_cache import files_fingerprint, run_once
-from pipeline.blend import BlendConfig, SourceConfig, TrainingConfig, load_blend
+from embedcurate.flows.artifacts import publish_card
+from embedcurate.flows.runners import make_task_runner
+from embedcurate.flows.stage_cache import files_fingerprint, run_once
+from embedcurate.pipeline.blend import BlendConfig, SourceConfig, TrainingConfig, load_blend
 
 RETRY_DELAYS = exponential_backoff(backoff_factor=5)
 
@@ -57,7 +57,7 @@ def source_groups(blend: BlendConfig) -> list[list[str]]:
 @task(name="sources", retries=1, retry_delay_seconds=RETRY_DELAYS)
 def sources_task(blend_path: str, source_names: list[str], run_dir: str) -> dict[str, list[str]]:
     """Read a group of sources; returns {source: [pairs dir, corpus dir if any]}."""
-    from pipeline.sources import run_sources
+    from embedcurate.pipeline.sources.stage import run_sources
 
     blend = load_blend(blend_path)
     sources = [s for s in blend.sources if s.name in source_names]
@@ -84,7 +84,7 @@ def sources_task(blend_path: str, source_names: list[str], run_dir: str) -> dict
 
 @task(name="generate", retries=2, retry_delay_seconds=RETRY_DELAYS)
 def generate_task(blend_path: str, run_dir: str) -> str:
-    from pipeline.generation.stage import run_generate
+    from embedcurate.pipeline.generation.stage import run_generate
 
     blend = load_blend(blend_path)
     assert blend.generator is not None
@@ -103,7 +103,7 @@ def generate_task(blend_path: str, run_dir: str) -> str:
 
 @task(name="decontaminate", retries=1, retry_delay_seconds=RETRY_DELAYS)
 def decontaminate_task(blend_path: str, pairs_dirs: list[str], run_dir: str) -> list[str]:
-    from pipeline.decontam import run_decontaminate
+    from embedcurate.pipeline.decontam import run_decontaminate
 
     blend = load_blend(blend_path)
     assert blend.decontamination is not None
@@ -130,7 +130,7 @@ def decontaminate_task(blend_path: str, pairs_dirs: list[str], run_dir: str) -> 
 def mine_task(
     blend_path: str, pairs_dirs: list[str], corpus_dirs: dict[str, str], run_dir: str
 ) -> str:
-    from pipeline.mine import MineInputs, run_mine
+    from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 
     blend = load_blend(blend_path)
     run, out = Path(run_dir), Path(run_dir) / "mined"
@@ -151,7 +151,7 @@ def mine_task(
 
 @task(name="template", retries=1, retry_delay_seconds=RETRY_DELAYS)
 def template_task(blend_path: str, mined_dir: str, run_dir: str) -> str:
-    from pipeline.templates import run_template
+    from embedcurate.pipeline.train_rows import run_template
 
     blend = load_blend(blend_path)
     run, out = Path(run_dir), Path(run_dir) / "train"
@@ -176,7 +176,7 @@ def card_task(blend_path: str, train_dir: str, run_dir: str) -> str:
     """The card is cheap and reads every report, so it is always rendered afresh."""
     from prefect.runtime import flow_run
 
-    from pipeline.card import run_card
+    from embedcurate.pipeline.card.build import run_card
 
     blend = load_blend(blend_path)
     run_card(Path(train_dir), Path(run_dir), blend, run_id=f"prefect flow run {flow_run.id}")
@@ -240,7 +240,7 @@ def curate_flow(
     )
     publish_card(blend.name, Path(summary["train_dir"]), Path(summary["run_dir"]))
     if train or blend.train_after is not None:
-        from flows.train import train_flow
+        from embedcurate.flows.train import train_flow
 
         settings = blend.train_after or TrainingConfig()
         model_dir = settings.out_dir or Path(summary["run_dir"]) / "model"

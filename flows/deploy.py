@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prefect.deployments.runner import EntrypointType
 
-from flows.curate import curate_flow
-from pipeline.blend import load_blend
-from pipeline.errors import ConfigError
+from embedcurate.flows.curate import curate_flow
+from embedcurate.pipeline.blend import load_blend
+from embedcurate.pipeline.errors import ConfigError
 
 
 def require_server() -> str:

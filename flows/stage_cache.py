@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
-from pipeline.atomic import sha256_json, write_json_atomic
-from pipeline.manifest import MANIFEST_NAME
-from pipeline.shards import validate_shards
+from embedcurate.pipeline import __version__
+from embedcurate.pipeline.atomic import sha256_json, write_json_atomic
+from embedcurate.pipeline.manifest import MANIFEST_NAME
+from embedcurate.pipeline.shards import validate_shards
 
 STATE_DIR = ".state"
 

@@ -8,9 +8,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from flows.artifacts import artifact_key
-from pipeline.schemas import TableKind
-from pipeline.shards import require_valid
+from embedcurate.flows.artifacts import artifact_key
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import require_valid
 
 
 @task(name="validate-shards")
@@ -23,8 +23,8 @@ def validate_shards_task(shards_dir: str) -> int:
 def train_task(
     shards_dir: str, backbone: str, out_dir: str, stage: str, max_steps: int | None
 ) -> dict[str, Any]:
-    from model.config import make_train_config
-    from model.trainer import train
+    from embedcurate.model.config import make_train_config
+    from embedcurate.model.trainer import train
 
     cfg = make_train_config(backbone, stages=stage, max_steps=max_steps)
     return train(shards_dir, out_dir, cfg).to_dict()

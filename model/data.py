@@ -26,9 +26,9 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from model.config import StageConfig
-from pipeline.schemas import TableKind
-from pipeline.shards import iter_shards, require_valid
+from embedcurate.model.config import StageConfig
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import iter_shards, require_valid
 
 logger = logging.getLogger(__name__)
 

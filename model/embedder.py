@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from model.backbone import LoadedBackbone, load_backbone, pick_device
-from model.bidirectional import AttentionMode, backbone_attention_mask
-from model.config import EmbedderConfig, LoraSettings
-from model.data import TokenBatch, tokenize
-from model.latent_attention import LatentAttention, masked_mean
-from pipeline.instructions import render
+from embedcurate.model.backbone import LoadedBackbone, load_backbone, pick_device
+from embedcurate.model.bidirectional import AttentionMode, backbone_attention_mask
+from embedcurate.model.config import EmbedderConfig, LoraSettings
+from embedcurate.model.data import TokenBatch, tokenize
+from embedcurate.model.latent_attention import LatentAttention, masked_mean
+from embedcurate.pipeline.instructions import render
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, Embedder
-from pipeline.beir import BeirFolder, document_text, load_beir
+from embedcurate.model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, Embedder
+from embedcurate.pipeline.sources.beir import BeirFolder, document_text, load_beir
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class RetrievalScores:
 def instruction_for(beir_dir: str | Path) -> str:
     """The instruction table's definition for the folder's name (`scifact` -> SciFact), else a
     generic retrieval instruction."""
-    from pipeline.instructions import load_instruction_table
+    from embedcurate.pipeline.instructions import load_instruction_table
 
     table = load_instruction_table()
     name = Path(beir_dir).resolve().name

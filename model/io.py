@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.config import EmbedderConfig, from_dict, to_dict
-from model.embedder import Embedder, build_embedder
+from embedcurate.model.config import EmbedderConfig, from_dict, to_dict
+from embedcurate.model.embedder import Embedder, build_embedder
 
 logger = logging.getLogger(__name__)
 

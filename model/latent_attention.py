@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import LatentAttentionConfig
+from embedcurate.model.config import LatentAttentionConfig
 
 
 class GEGLU(nn.Module):

@@ -45,8 +45,8 @@ from typing import Any
 
 import torch
 
-from model.config import StageConfig, TrainConfig
-from model.data import (
+from embedcurate.model.config import StageConfig, TrainConfig
+from embedcurate.model.data import (
     ContrastiveBatch,
     TokenBatch,
     TrainRow,
@@ -54,9 +54,9 @@ from model.data import (
     build_contrastive_batch,
     stage_batches,
 )
-from model.embedder import Embedder, build_embedder
-from model.io import load_weights, save_embedder
-from model.losses import InfoNCELoss, LossOutput
+from embedcurate.model.embedder import Embedder, build_embedder
+from embedcurate.model.io import load_weights, save_embedder
+from embedcurate.model.losses import InfoNCELoss, LossOutput
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import ConfigError
+from embedcurate.pipeline.errors import ConfigError
 
 TaskTypeName = Literal["retrieval", "classification", "clustering", "sts"]
 SourceKind = Literal["beir", "jsonl", "parquet", "csv", "hf"]

@@ -35,13 +35,13 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from pipeline.beir import document_text, load_beir
-from pipeline.blend import BlendConfig, DecontaminationConfig, EvalSetConfig
-from pipeline.errors import InputError
-from pipeline.report import StageReport
-from pipeline.schemas import TableKind
-from pipeline.shards import ShardWriter, iter_shards, read_manifest
-from pipeline.textnorm import text_hash, word_ngrams
+from embedcurate.pipeline.blend import BlendConfig, DecontaminationConfig, EvalSetConfig
+from embedcurate.pipeline.errors import InputError
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import ShardWriter, iter_shards, read_manifest
+from embedcurate.pipeline.sources.beir import document_text, load_beir
+from embedcurate.pipeline.textnorm import text_hash, word_ngrams
 
 logger = logging.getLogger(__name__)
 

@@ -15,15 +15,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.errors import ConfigError
-from pipeline.schemas import TaskType
+from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.schemas import TaskType
 
-INSTRUCTIONS_PATH = Path(__file__).resolve().parent.parent / "prompts" / "instructions.yaml"
+INSTRUCTIONS_PATH = Path(str(files("embedcurate.prompts") / "instructions.yaml"))
 INSTRUCTION_PREFIX = "Instruct: {task}\nQuery: "
 # Tasks whose documents are examples of the same kind as the query get the instruction too.
 SYMMETRIC_BY_DEFAULT = {TaskType.STS, TaskType.CLASSIFICATION, TaskType.CLUSTERING}

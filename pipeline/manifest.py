@@ -14,9 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
-from pipeline.atomic import sha256_json, write_json_atomic
-from pipeline.errors import ShardSetError
+from embedcurate.pipeline import __version__
+from embedcurate.pipeline.atomic import sha256_json, write_json_atomic
+from embedcurate.pipeline.errors import ShardSetError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import write_json_atomic
-from pipeline.manifest import now_iso
+from embedcurate.pipeline.atomic import write_json_atomic
+from embedcurate.pipeline.manifest import now_iso
 
 REPORT_NAME = "report.json"
 

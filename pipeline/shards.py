@@ -23,9 +23,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, fsync_dir, remove_temp_files, sha256_file
-from pipeline.errors import ShardSetError
-from pipeline.manifest import (
+from embedcurate.pipeline.atomic import atomic_path, fsync_dir, remove_temp_files, sha256_file
+from embedcurate.pipeline.errors import ShardSetError
+from embedcurate.pipeline.manifest import (
     MANIFEST_NAME,
     Manifest,
     ShardEntry,
@@ -35,7 +35,7 @@ from pipeline.manifest import (
     read_manifest,
     write_manifest,
 )
-from pipeline.schemas import (
+from embedcurate.pipeline.schemas import (
     SCHEMA_VERSION,
     TableKind,
     conform,

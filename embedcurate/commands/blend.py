@@ -9,8 +9,8 @@ import typer
 import yaml
 
 from embedcurate.console import console, fail
-from pipeline.blend import load_blend
-from pipeline.errors import ConfigError
+from embedcurate.pipeline.blend import load_blend
+from embedcurate.pipeline.errors import ConfigError
 
 blend_app = typer.Typer(help="Work with blend files.", no_args_is_help=True)
 

@@ -12,9 +12,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from embedcurate.console import console, fail
-from pipeline.blend import BlendConfig, load_blend
-from pipeline.card_render import format_value
-from pipeline.errors import EmbedCurateError
+from embedcurate.pipeline.blend import BlendConfig, load_blend
+from embedcurate.pipeline.card.render import format_value
+from embedcurate.pipeline.errors import EmbedCurateError
 
 CARD_JSON = "card.json"
 RUN_FOLDERS = ("pairs", "clean", "mined", "corpus")
@@ -169,8 +169,8 @@ def card(
     ] = None,
 ) -> None:
     """Show the data card of a shard set; --json, --html OUT; --render or --plan to write it."""
-    from pipeline.card import render_plan_card, run_card
-    from pipeline.card_render import render_html
+    from embedcurate.pipeline.card.build import render_plan_card, run_card
+    from embedcurate.pipeline.card.render import render_html
 
     blend = _load_blend(blend_path)
     try:

@@ -9,9 +9,8 @@ import typer
 from rich.table import Table
 
 from embedcurate.console import console, fail
-from pipeline.blend import load_blend
-from pipeline.errors import EmbedCurateError
-from pipeline.plan import missing_stages
+from embedcurate.pipeline.blend import load_blend
+from embedcurate.pipeline.errors import EmbedCurateError
 
 
 def curate(
@@ -32,10 +31,7 @@ def curate(
         fail(str(exc))
     if blend.requires:
         console.print(f"[yellow]this blend needs:[/] {', '.join(blend.requires)}")
-    missing = missing_stages(blend)
-    if missing:
-        fail(f"this build lacks the stage(s) {', '.join(missing)}; nothing was run")
-    from flows.curate import curate_flow
+    from embedcurate.flows.curate import curate_flow
 
     try:
         summary = curate_flow(
@@ -47,8 +43,8 @@ def curate(
 
 
 def print_summary(run_dir: Path, summary: dict) -> None:
-    from flows.artifacts import stage_count_rows
-    from pipeline.manifest import read_manifest
+    from embedcurate.flows.artifacts import stage_count_rows
+    from embedcurate.pipeline.manifest import read_manifest
 
     table = Table(title=f"curate run {run_dir}")
     for column in ("stage", "output", "source", "in", "kept", "dropped", "top reasons"):

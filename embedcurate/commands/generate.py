@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from embedcurate.console import console, fail
-from pipeline.blend import BlendConfig, GeneratorConfig, load_blend
-from pipeline.errors import EmbedCurateError
-from pipeline.report import StageReport
+from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig, load_blend
+from embedcurate.pipeline.errors import EmbedCurateError
+from embedcurate.pipeline.report import StageReport
 
 
 class Backend(StrEnum):
@@ -128,7 +128,7 @@ def generate(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
 ) -> None:
     """Brainstorm tasks and generate examples with an LLM; write filtered pairs shards."""
-    from pipeline.generation.stage import run_generate
+    from embedcurate.pipeline.generation.stage import run_generate
 
     overrides: dict[str, Any] = {
         "backend": backend.value if backend else (None if blend_path else "embedded"),

@@ -17,11 +17,17 @@ import typer
 from rich.table import Table
 
 from embedcurate.console import console, fail
-from pipeline.blend import BlendConfig, MiningConfig, OutputConfig, SourceConfig, TeacherConfig
-from pipeline.errors import EmbedCurateError
-from pipeline.readers import iter_jsonl
-from pipeline.schemas import TableKind
-from pipeline.shards import is_complete, read_shards, write_shards
+from embedcurate.pipeline.blend import (
+    BlendConfig,
+    MiningConfig,
+    OutputConfig,
+    SourceConfig,
+    TeacherConfig,
+)
+from embedcurate.pipeline.errors import EmbedCurateError
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import is_complete, read_shards, write_shards
+from embedcurate.pipeline.sources.readers import iter_jsonl
 
 PAIRS_SUFFIX_KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "csv"}
 
@@ -62,7 +68,7 @@ def add_corpus_file(corpus_file: Path, corpus_dir: Path, source: str) -> int:
     Documents the sources stage wrote (the positives of a flat file) keep their ids; file
     documents with an id already present are skipped. Returns the number added.
     """
-    from pipeline.errors import BadRowPolicy, InputError
+    from embedcurate.pipeline.errors import BadRowPolicy, InputError
 
     rows: dict[str, dict[str, Any]] = {}
     if is_complete(corpus_dir):
@@ -81,7 +87,7 @@ def add_corpus_file(corpus_file: Path, corpus_dir: Path, source: str) -> int:
             str(doc_id),
             {"source": source, "doc_id": str(doc_id), "title": record.get("title"), "text": text},
         )
-    from pipeline.schemas import rows_to_table
+    from embedcurate.pipeline.schemas import rows_to_table
 
     write_shards(rows_to_table(list(rows.values()), TableKind.CORPUS), corpus_dir, TableKind.CORPUS)
     return len(rows) - before
@@ -205,7 +211,11 @@ def mine(
     except EmbedCurateError as exc:
         fail(str(exc))
     except ModuleNotFoundError as exc:
-        if exc.name not in ("pipeline.sources", "pipeline.templates", "pipeline.card"):
+        if exc.name not in (
+            "embedcurate.pipeline.sources.stage",
+            "embedcurate.pipeline.train_rows",
+            "embedcurate.pipeline.card.build",
+        ):
             raise
         fail(f"this build lacks the stage module {exc.name}; `embedcurate mine` needs it")
 
@@ -220,10 +230,10 @@ def run_command(
     use_cache: bool,
 ) -> None:
     """sources -> (corpus file) -> mine -> template -> card, in the curate run layout."""
-    from pipeline.card import run_card
-    from pipeline.mine import MineInputs, calibrate_mining, run_mine
-    from pipeline.sources import run_sources
-    from pipeline.templates import run_template
+    from embedcurate.pipeline.card.build import run_card
+    from embedcurate.pipeline.mining.stage import MineInputs, calibrate_mining, run_mine
+    from embedcurate.pipeline.sources.stage import run_sources
+    from embedcurate.pipeline.train_rows import run_template
 
     run_sources([source], out, blend)
     pairs_dir = out / "pairs" / source.name

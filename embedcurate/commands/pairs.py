@@ -14,9 +14,9 @@ import typer
 from rich.table import Table
 
 from embedcurate.console import console, fail
-from pipeline.blend import BlendConfig, load_blend, parse_blend
-from pipeline.errors import EmbedCurateError
-from pipeline.report import StageReport
+from embedcurate.pipeline.blend import BlendConfig, load_blend, parse_blend
+from embedcurate.pipeline.errors import EmbedCurateError
+from embedcurate.pipeline.report import StageReport
 
 
 def _source_name(folder: Path) -> str:
@@ -27,7 +27,7 @@ def _beir_blend(
     folder: Path, split: str, task: str | None, on_error: str, max_rows: int | None, seed: int
 ) -> BlendConfig:
     """A one-source blend for a BEIR folder; the task defaults to the folder's name."""
-    from pipeline.instructions import load_instruction_table
+    from embedcurate.pipeline.instructions import load_instruction_table
 
     name = _source_name(folder)
     task_name = task or folder.resolve().name
@@ -114,7 +114,7 @@ def pairs(
     seed: Annotated[int, typer.Option(help="seed for row selection (BEIR)")] = 0,
 ) -> None:
     """Read sources into pairs shards, with a manifest and a stage report per source."""
-    from pipeline.sources import run_sources
+    from embedcurate.pipeline.sources.stage import run_sources
 
     if (beir is None) == (blend_path is None):
         fail("give exactly one of --beir DIR or --blend BLEND.yaml")

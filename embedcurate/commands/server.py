@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from embedcurate.console import console, fail
-from pipeline.errors import EmbedCurateError
+from embedcurate.pipeline.errors import EmbedCurateError
 
 
 def server(
@@ -50,7 +50,7 @@ def serve(
     name: Annotated[str | None, typer.Option(help="deployment name (default: blend name)")] = None,
 ) -> None:
     """Register a curate deployment on the server (PREFECT_API_URL) and run what it schedules."""
-    from flows.deploy import serve_curate
+    from embedcurate.flows.deploy import serve_curate
 
     try:
         serve_curate(

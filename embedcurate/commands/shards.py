@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from embedcurate.console import console, fail
-from pipeline.shards import read_manifest, validate_shards
+from embedcurate.pipeline.shards import read_manifest, validate_shards
 
 
 def validate(

@@ -16,8 +16,8 @@ from rich.table import Table
 from embedcurate.console import console, fail
 
 if TYPE_CHECKING:
-    from model.config import TrainConfig
-    from model.embedder import Embedder
+    from embedcurate.model.config import TrainConfig
+    from embedcurate.model.embedder import Embedder
 
 
 def train(
@@ -45,8 +45,8 @@ def train(
     ] = None,
 ) -> None:
     """Train the latent-attention embedder with LoRA, stage 1 then stage 2, on TRAIN shards."""
-    from model.trainer import train as run_training
-    from pipeline.errors import ShardSetError
+    from embedcurate.model.trainer import train as run_training
+    from embedcurate.pipeline.errors import ShardSetError
 
     try:
         cfg = _train_config(
@@ -97,7 +97,7 @@ def _train_config(
     checkpoint_every: int | None,
     seed: int | None,
 ) -> TrainConfig:
-    from model.config import TrainConfig, make_train_config, parse_stages
+    from embedcurate.model.config import TrainConfig, make_train_config, parse_stages
 
     if config_file is not None:
         payload = json.loads(config_file.read_text(encoding="utf-8"))
@@ -145,9 +145,9 @@ def encode(
     batch_size: Annotated[int, typer.Option(help="texts per forward pass")] = 32,
 ) -> None:
     """Embed texts with a trained run; queries get `Instruct: {task}\\nQuery: ` first."""
-    from model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, instructed_query
-    from model.io import load_embedder
-    from pipeline.errors import InputError
+    from embedcurate.model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, instructed_query
+    from embedcurate.model.io import load_embedder
+    from embedcurate.pipeline.errors import InputError
 
     try:
         ids, texts, row_instructions = _read_texts(input_path)
@@ -175,8 +175,8 @@ def encode(
 
 def _read_texts(path: Path) -> tuple[list[str], list[str], list[str | None]]:
     """(ids, texts, per-row instructions) from .txt or .jsonl; errors name the line."""
-    from pipeline.errors import BadRowPolicy, InputError
-    from pipeline.readers import iter_jsonl
+    from embedcurate.pipeline.errors import BadRowPolicy, InputError
+    from embedcurate.pipeline.sources.readers import iter_jsonl
 
     if not path.is_file():
         raise InputError(path, "input file not found")
@@ -242,8 +242,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON")] = False,
 ) -> None:
     """nDCG@10 and recall@100 on a BEIR split, exact search."""
-    from model.evaluate import evaluate_beir, instruction_for
-    from pipeline.errors import InputError
+    from embedcurate.model.evaluate import evaluate_beir, instruction_for
+    from embedcurate.pipeline.errors import InputError
 
     if (run_dir is None) == (backbone is None):
         fail("give a RUN_DIR, or --backbone to evaluate an untrained backbone (not both)")
@@ -278,9 +278,14 @@ def evaluate(
 
 
 def _eval_embedder(run_dir: Path | None, backbone: str | None, max_length: int | None) -> Embedder:
-    from model.config import BackboneConfig, EmbedderConfig, LatentAttentionConfig, LoraSettings
-    from model.embedder import build_embedder
-    from model.io import load_embedder
+    from embedcurate.model.config import (
+        BackboneConfig,
+        EmbedderConfig,
+        LatentAttentionConfig,
+        LoraSettings,
+    )
+    from embedcurate.model.embedder import build_embedder
+    from embedcurate.model.io import load_embedder
 
     if run_dir is not None:
         embedder = load_embedder(run_dir)

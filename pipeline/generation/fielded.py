@@ -22,10 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipeline.generation.backends import GenerationRequest, GenerationResult, SamplingParams
-from pipeline.generation.cache import CachingGenerator
-from pipeline.generation.filters import KEEP, Verdict, drop
-from pipeline.prompts import RenderedPrompt
+from embedcurate.pipeline.generation.cache import CachingGenerator
+from embedcurate.pipeline.generation.filters import KEEP, Verdict, drop
+from embedcurate.pipeline.generation.prompts import RenderedPrompt
+from embedcurate.pipeline.generation.types import (
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+)
 
 FIELD_STOPS = ('"', "\n")
 CHARS_PER_TOKEN = 3  # generous: a field never needs more tokens than its maxLength allows

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.generation.backends import GenerationResult
-from pipeline.textnorm import containment, normalize_text, text_hash, word_ngrams
+from embedcurate.pipeline.generation.types import GenerationResult
+from embedcurate.pipeline.textnorm import containment, normalize_text, text_hash, word_ngrams
 
 logger = logging.getLogger(__name__)
 

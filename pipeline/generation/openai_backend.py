@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pipeline.blend import GeneratorConfig
-from pipeline.generation.backends import (
+from embedcurate.pipeline.blend import GeneratorConfig
+from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
     GenerationResult,

@@ -27,21 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import sha256_json
-from pipeline.blend import BlendConfig, GeneratorConfig
-from pipeline.generation.backends import (
-    GenerationRequest,
-    GenerationResult,
-    SamplingParams,
+from embedcurate.pipeline.atomic import sha256_json
+from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig
+from embedcurate.pipeline.generation.backends import (
     make_backend,
     model_kind,
     prompt_form,
     repetition_penalty,
     wants_guided_json,
 )
-from pipeline.generation.cache import CachingGenerator, ResponseCache, default_cache_dir
-from pipeline.generation.fielded import generate_fielded, list_steps, object_steps
-from pipeline.generation.filters import (
+from embedcurate.pipeline.generation.cache import CachingGenerator, ResponseCache
+from embedcurate.pipeline.generation.fielded import generate_fielded, list_steps, object_steps
+from embedcurate.pipeline.generation.filters import (
     KEEP,
     Verdict,
     check_negative_differs,
@@ -56,11 +53,17 @@ from pipeline.generation.filters import (
     run_check,
     too_easy,
 )
-from pipeline.prompts import PromptForm, PromptTemplate, load_template
-from pipeline.report import StageReport
-from pipeline.schemas import TableKind, TaskType, rows_to_table
-from pipeline.shards import write_shards
-from pipeline.textnorm import text_hash
+from embedcurate.pipeline.generation.prompts import PromptForm, PromptTemplate, load_template
+from embedcurate.pipeline.generation.types import (
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+)
+from embedcurate.pipeline.packaged import cache_root
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.schemas import TableKind, TaskType, rows_to_table
+from embedcurate.pipeline.shards import write_shards
+from embedcurate.pipeline.textnorm import text_hash
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +407,7 @@ def _apply(group: list[Candidate], verdicts: list[Verdict]) -> None:
 
 
 def _load_teacher_or_none(blend: BlendConfig) -> Any:
-    from pipeline.teacher import load_teacher
+    from embedcurate.pipeline.mining.teacher import load_teacher
 
     try:
         return load_teacher(blend.teacher)
@@ -527,7 +530,7 @@ def run_generate(
     templates = {
         t: (load_template("brainstorm", t), load_template("generate", t)) for t in cfg.task_types
     }
-    cache = ResponseCache(cfg.cache_dir or default_cache_dir())
+    cache = ResponseCache(cfg.cache_dir or cache_root())
     backend = make_backend(cfg)
     generator = CachingGenerator(backend, cache, progress=progress)
     timings: dict[str, float] = {}

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.blend import GeneratorConfig
-from pipeline.generation.backends import (
+from embedcurate.pipeline.blend import GeneratorConfig
+from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
     GenerationResult,

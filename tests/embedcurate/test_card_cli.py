@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.blend import load_blend
-from pipeline.report import StageReport
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import write_shards
-from tests.cli_runner import run_cli
+from embedcurate.pipeline.blend import load_blend
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import write_shards
+from testkit.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import shard_name, write_shards
-from tests.cli_runner import run_cli
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import shard_name, write_shards
+from testkit.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.report import StageReport
-from pipeline.shards import validate_shards
-from tests.cli_runner import run_cli
-from tests.llm_servers import ScriptedServer
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.shards import validate_shards
+from testkit.cli import run_cli
+from testkit.llm_servers import ScriptedServer
 
 REPO = Path(__file__).resolve().parents[2]
 

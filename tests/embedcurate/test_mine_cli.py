@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.shards import read_shards, validate_shards
+from embedcurate.pipeline.shards import read_shards, validate_shards
 from tests.embedcurate.test_cli import run_cli
 
 TOPICS = ["glacier ice snow", "coffee caffeine sleep", "rocket orbit launch", "bread flour oven"]

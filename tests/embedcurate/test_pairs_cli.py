@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.shards import read_shards, validate_shards
-from tests.cli_runner import run_cli
+from embedcurate.pipeline.shards import read_shards, validate_shards
+from testkit.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 

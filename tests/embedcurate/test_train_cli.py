@@ -16,13 +16,13 @@ import torch
 from typer.testing import CliRunner, Result
 
 from embedcurate.cli import app
-from model.io import load_embedder
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import shard_name, write_shards
-from tests.cli_runner import run_cli as run_embedcurate
+from embedcurate.model.io import load_embedder
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import shard_name, write_shards
+from testkit.cli import run_cli as run_embedcurate
+from testkit.tiny import MINILM, retrieval_train_rows
 from tests.model.test_data import classification_rows
 from tests.model.test_evaluate import write_beir
-from tests.model.tiny import MINILM, retrieval_train_rows
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,7 +77,7 @@ def test_train_encode_and_eval_from_the_command_line(tmp_path: Path, one_thread:
     matrix = np.load(out)
     assert matrix.shape == (2, 384)
     embedder = load_embedder(run, device=torch.device("cpu"))
-    from model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, instructed_query
+    from embedcurate.model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, instructed_query
 
     text_a, chars_a = instructed_query(DEFAULT_RETRIEVAL_INSTRUCTION, "do bees sleep?")
     text_b, chars_b = instructed_query("Find causes", "why is iron red?")

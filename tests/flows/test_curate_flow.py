@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.manifest import read_manifest
-from pipeline.schemas import TableKind
-from pipeline.shards import read_shards, require_valid
+from embedcurate.pipeline.manifest import read_manifest
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import read_shards, require_valid
 
 from .conftest import write_flow_blend
 
@@ -21,7 +21,7 @@ def _mtimes(run: Path) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, prefect_harness):
-    from flows.curate import curate_flow
+    from embedcurate.flows.curate import curate_flow
 
     root = tmp_path_factory.mktemp("flow")
     blend = write_flow_blend(root)
@@ -69,7 +69,7 @@ def test_curate_publishes_card_and_counts_artifacts(first_run) -> None:
 
 
 def test_rerun_skips_and_a_changed_setting_reruns_only_what_it_affects(first_run) -> None:
-    from flows.curate import curate_flow
+    from embedcurate.flows.curate import curate_flow
 
     root, blend, summary = first_run
     run = root / "run"
@@ -90,7 +90,7 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_what_it_affects(first_run
 
 
 def test_train_flow_trains_on_the_fresh_shards(first_run, tmp_path) -> None:
-    from flows.train import train_flow
+    from embedcurate.flows.train import train_flow
 
     _, _, summary = first_run
     run_dir = train_flow(
@@ -105,8 +105,8 @@ def test_train_flow_trains_on_the_fresh_shards(first_run, tmp_path) -> None:
 def test_train_flow_refuses_a_shard_set_that_does_not_validate(first_run, tmp_path) -> None:
     import shutil
 
-    from flows.train import train_flow
-    from pipeline.errors import ShardSetError
+    from embedcurate.flows.train import train_flow
+    from embedcurate.pipeline.errors import ShardSetError
 
     broken = tmp_path / "broken"
     shutil.copytree(first_run[2]["train_dir"], broken)
@@ -121,9 +121,9 @@ def test_llm_server_stopped_mid_run_fails_clearly_and_keeps_finished_calls(
 ) -> None:
     import threading
 
-    from flows.curate import curate_flow
-    from pipeline.generation.cache import ResponseCache
-    from tests.llm_servers import ScriptedServer, wait_until
+    from embedcurate.flows.curate import curate_flow
+    from embedcurate.pipeline.generation.cache import ResponseCache
+    from testkit.llm_servers import ScriptedServer, wait_until
 
     cache_dir = tmp_path / "llm-cache"
     server = ScriptedServer()

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.manifest import read_manifest
+from embedcurate.pipeline.manifest import read_manifest
 
 from .conftest import write_flow_blend
 
@@ -79,7 +79,7 @@ def test_sigkill_during_mining_then_rerun_matches_an_uninterrupted_run(tmp_path)
 def test_dask_local_cluster_gives_the_same_shards_as_the_thread_runner(
     tmp_path, prefect_harness
 ) -> None:
-    from flows.curate import curate_flow
+    from embedcurate.flows.curate import curate_flow
 
     blend = write_flow_blend(tmp_path / "data")
     local = curate_flow(str(blend), str(tmp_path / "local"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runners import make_task_runner
+from embedcurate.flows.runners import make_task_runner
 
 
 def test_thread_runner_is_the_default() -> None:

@@ -4,9 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from flows.stage_cache import files_fingerprint, is_fresh, mark_done, run_once, stage_key
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import shard_name, write_shards
+from embedcurate.flows.stage_cache import (
+    files_fingerprint,
+    is_fresh,
+    mark_done,
+    run_once,
+    stage_key,
+)
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import shard_name, write_shards
 
 
 def _set(path: Path, rows: list[dict]) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.model.tiny import build_tiny_backbone
+from testkit.tiny import build_tiny_backbone
 
 
 @pytest.fixture(scope="session")

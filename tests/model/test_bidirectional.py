@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.backbone import load_backbone
-from model.bidirectional import (
+from embedcurate.model.backbone import load_backbone
+from embedcurate.model.bidirectional import (
     AttentionMode,
     CausalAttentionError,
     backbone_attention_mask,
     check_bidirectional,
 )
-from model.config import BackboneConfig
-from tests.model.tiny import MINILM, TINY_STRUCTURES
+from embedcurate.model.config import BackboneConfig
+from testkit.tiny import MINILM, TINY_STRUCTURES
 
 CPU = torch.device("cpu")
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from model.config import StageConfig, TrainConfig, make_train_config
+from embedcurate.model.config import StageConfig, TrainConfig, make_train_config
 
 
 def test_a_config_survives_json_and_back() -> None:

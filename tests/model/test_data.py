@@ -9,13 +9,13 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from model.config import StageConfig
-from model.data import TrainShards, build_contrastive_batch, stage_batches, tokenize
-from pipeline.errors import ShardSetError
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import shard_name, write_shards
-from pipeline.teacher import resolve_model_path
-from tests.model.tiny import MINILM, retrieval_train_rows
+from embedcurate.model.config import StageConfig
+from embedcurate.model.data import TrainShards, build_contrastive_batch, stage_batches, tokenize
+from embedcurate.pipeline.errors import ShardSetError
+from embedcurate.pipeline.packaged import resolve_model_path
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import shard_name, write_shards
+from testkit.tiny import MINILM, retrieval_train_rows
 
 
 def write_train(tmp_path: Path, rows: list[dict[str, Any]], rows_per_shard: int = 5) -> Path:

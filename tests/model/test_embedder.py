@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.bidirectional import backbone_attention_mask
-from model.config import BackboneConfig, EmbedderConfig
-from model.embedder import Embedder, build_embedder, instructed_query
-from model.io import load_embedder, save_embedder
-from pipeline.blend import TeacherConfig
-from pipeline.teacher import load_teacher
-from tests.model.tiny import MINILM, TINY_STRUCTURES, tiny_embedder_config
+from embedcurate.model.bidirectional import backbone_attention_mask
+from embedcurate.model.config import BackboneConfig, EmbedderConfig
+from embedcurate.model.embedder import Embedder, build_embedder, instructed_query
+from embedcurate.model.io import load_embedder, save_embedder
+from embedcurate.pipeline.blend import TeacherConfig
+from embedcurate.pipeline.mining.teacher import load_teacher
+from testkit.tiny import MINILM, TINY_STRUCTURES, tiny_embedder_config
 
 CPU = torch.device("cpu")
 TEXTS = [

@@ -8,10 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from model.config import BackboneConfig, EmbedderConfig, LatentAttentionConfig, LoraSettings
-from model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, build_embedder
-from model.evaluate import evaluate_beir, exact_top_k, instruction_for, ndcg_at_k, recall_at_k
-from tests.model.tiny import MINILM, TOPICS
+from embedcurate.model.config import (
+    BackboneConfig,
+    EmbedderConfig,
+    LatentAttentionConfig,
+    LoraSettings,
+)
+from embedcurate.model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, build_embedder
+from embedcurate.model.evaluate import (
+    evaluate_beir,
+    exact_top_k,
+    instruction_for,
+    ndcg_at_k,
+    recall_at_k,
+)
+from testkit.tiny import MINILM, TOPICS
 
 
 def write_beir(folder: Path, *, self_match: bool = False) -> Path:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from model.losses import InfoNCELoss, candidate_mask
+from embedcurate.model.losses import InfoNCELoss, candidate_mask
 
 # Two rows, each with a positive and one hard negative; documents flattened row by row:
 # d0 = row 0's positive, d1 = row 0's negative, d2 = row 1's positive, d3 = row 1's negative.

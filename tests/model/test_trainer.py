@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-import model.trainer as trainer_module
-from model.data import TrainRow, TrainShards, build_contrastive_batch
-from model.embedder import Embedder
-from model.io import load_embedder
-from model.losses import InfoNCELoss
-from model.trainer import Trainer, list_checkpoints, train
-from pipeline.blend import parse_blend
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import write_shards
-from pipeline.templates import run_template
-from tests.conftest import make_pair_row
-from tests.model.tiny import TOPICS, retrieval_train_rows, tiny_train_config
+import embedcurate.model.trainer as trainer_module
+from embedcurate.model.data import TrainRow, TrainShards, build_contrastive_batch
+from embedcurate.model.embedder import Embedder
+from embedcurate.model.io import load_embedder
+from embedcurate.model.losses import InfoNCELoss
+from embedcurate.model.trainer import Trainer, list_checkpoints, train
+from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import write_shards
+from embedcurate.pipeline.train_rows import run_template
+from testkit.rows import make_pair_row
+from testkit.tiny import TOPICS, retrieval_train_rows, tiny_train_config
 
 CPU = torch.device("cpu")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.beir import load_beir
-from pipeline.errors import InputError
+from embedcurate.pipeline.errors import InputError
+from embedcurate.pipeline.sources.beir import load_beir
 
 
 def write_beir(root: Path, docs: dict, queries: dict, qrels: list[tuple[str, str, int]]) -> Path:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.blend import load_blend
-from pipeline.errors import ConfigError
+from embedcurate.pipeline.blend import load_blend
+from embedcurate.pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

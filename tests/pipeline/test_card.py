@@ -13,12 +13,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.blend import parse_blend
-from pipeline.card import render_plan_card, run_card
-from pipeline.card_render import render_html, render_template
-from pipeline.report import StageReport
-from pipeline.schemas import TRAIN_SCHEMA, TableKind, rows_to_table
-from pipeline.shards import validate_shards, write_shards
+from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.card.build import render_plan_card, run_card
+from embedcurate.pipeline.card.render import render_html, render_template
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.schemas import TRAIN_SCHEMA, TableKind, rows_to_table
+from embedcurate.pipeline.shards import validate_shards, write_shards
 
 SECRET = "sk-card-test-0123456789abcdefghijklmnop"
 SHAPELESS_SECRET = "plainvalue7f3a9c1e55d04b8e"  # matches no known key shape

@@ -9,11 +9,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline.blend import parse_blend
-from pipeline.card import run_card
-from pipeline.decontam import EvalIndex, run_decontaminate
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import read_manifest, read_shards, write_shards
+from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.card.build import run_card
+from embedcurate.pipeline.decontam import EvalIndex, run_decontaminate
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import read_manifest, read_shards, write_shards
 
 RINGS = (
     "Saturn's rings are made almost entirely of water ice, with a small amount of rocky "

@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.embed_cache import EMB_SUFFIX, KEYS_SUFFIX, EmbeddingCache, encode_cached, text_keys
+from embedcurate.pipeline.mining.embed_cache import (
+    EMB_SUFFIX,
+    KEYS_SUFFIX,
+    EmbeddingCache,
+    encode_cached,
+    text_keys,
+)
 
 
 class CountingEncoder:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.index import IndexConfig, VectorIndex
+from embedcurate.pipeline.mining.index import IndexConfig, VectorIndex
 
 
 def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:

@@ -5,16 +5,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.blend import SourceConfig, load_blend
-from pipeline.errors import ConfigError
-from pipeline.instructions import (
+from embedcurate.pipeline.blend import SourceConfig, load_blend
+from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.instructions import (
     UnknownTaskError,
     load_instruction_table,
     parse_instruction_table,
     render,
 )
-from pipeline.schemas import TaskType
-from pipeline.sources import resolve_task
+from embedcurate.pipeline.schemas import TaskType
+from embedcurate.pipeline.sources.stage import resolve_task
 
 REPO = Path(__file__).resolve().parents[2]
 

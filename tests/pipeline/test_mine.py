@@ -6,13 +6,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.blend import BlendConfig, parse_blend
-from pipeline.errors import InputError
-from pipeline.mine import MineInputs, MiningError, calibrate_mining, run_mine
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import read_manifest, read_shards, validate_shards, write_shards
-from pipeline.teacher import HashingTeacher
-from tests.conftest import make_pair_row
+from embedcurate.pipeline.blend import BlendConfig, parse_blend
+from embedcurate.pipeline.errors import InputError
+from embedcurate.pipeline.mining.stage import MineInputs, MiningError, calibrate_mining, run_mine
+from embedcurate.pipeline.mining.teacher import HashingTeacher
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import read_manifest, read_shards, validate_shards, write_shards
+from testkit.rows import make_pair_row
 
 TOPICS = ["glacier ice snow", "coffee caffeine sleep", "rocket orbit launch", "bread flour oven"]
 

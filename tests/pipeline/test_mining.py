@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.mining import (
+from embedcurate.pipeline.mining.rules import (
     Candidates,
     MiningRule,
     SelectionConfig,

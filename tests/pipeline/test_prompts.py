@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.prompts import (
+from embedcurate.pipeline.generation.prompts import (
     PromptError,
     load_template,
     load_template_file,

@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from pipeline.errors import BadRowPolicy, InputError
-from pipeline.readers import iter_delimited
+from embedcurate.pipeline.errors import BadRowPolicy, InputError
+from embedcurate.pipeline.sources.readers import iter_delimited
 
 
 def test_quoted_fields_may_span_lines_and_records_keep_their_first_line(tmp_path) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pipeline.redact import REDACTED, env_secrets, is_secret_key, redact, scrub_text
+from embedcurate.pipeline.redact import REDACTED, env_secrets, is_secret_key, redact, scrub_text
 
 
 def test_secret_looking_names() -> None:

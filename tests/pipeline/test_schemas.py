@@ -3,7 +3,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from pipeline.schemas import (
+from embedcurate.pipeline.schemas import (
     CORPUS_SCHEMA,
     MINED_SCHEMA,
     PAIRS_SCHEMA,

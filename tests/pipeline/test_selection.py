@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.selection import allot_rows, choose_rows, share_budget
+from embedcurate.pipeline.sources.budgets import allot_rows, choose_rows, share_budget
 
 
 def test_choose_rows_is_seeded_order_free_and_nested() -> None:

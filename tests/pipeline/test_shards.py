@@ -14,10 +14,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import ShardSetError
-from pipeline.manifest import MANIFEST_NAME, read_manifest
-from pipeline.schemas import TableKind, rows_to_table, schema_for
-from pipeline.shards import ShardWriter, read_shards, shard_name, validate_shards, write_shards
+from embedcurate.pipeline.errors import ShardSetError
+from embedcurate.pipeline.manifest import MANIFEST_NAME, read_manifest
+from embedcurate.pipeline.schemas import TableKind, rows_to_table, schema_for
+from embedcurate.pipeline.shards import (
+    ShardWriter,
+    read_shards,
+    shard_name,
+    validate_shards,
+    write_shards,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,7 +135,7 @@ def test_validate_detects_a_shard_of_another_schema(tmp_path, pair_rows) -> None
     other = pa.table({"schema_version": pa.array([1], pa.int16()), "x": ["y"]})
     pq.write_table(other, target)
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    from pipeline.atomic import sha256_file
+    from embedcurate.pipeline.atomic import sha256_file
 
     manifest["shards"][0].update(bytes=target.stat().st_size, sha256=sha256_file(target))
     (out / MANIFEST_NAME).write_text(json.dumps(manifest))
@@ -146,10 +152,10 @@ def test_validate_refuses_the_wrong_table_kind(tmp_path, pair_rows) -> None:
 _SLOW_WRITER = textwrap.dedent(
     """
     import sys, time
-    sys.path.insert(0, {repo!r})
-    from tests.conftest import make_pair_row
-    from pipeline.schemas import TableKind, rows_to_table
-    from pipeline.shards import ShardWriter
+    sys.path.insert(0, {support!r})
+    from testkit.rows import make_pair_row
+    from embedcurate.pipeline.schemas import TableKind, rows_to_table
+    from embedcurate.pipeline.shards import ShardWriter
 
     with ShardWriter({out!r}, TableKind.PAIRS, rows_per_shard=5) as writer:
         for start in range(0, 60, 5):
@@ -161,7 +167,7 @@ _SLOW_WRITER = textwrap.dedent(
 
 
 def _run_writer(out: Path, pause: float) -> subprocess.Popen:
-    script = _SLOW_WRITER.format(repo=str(REPO), out=str(out), pause=pause)
+    script = _SLOW_WRITER.format(support=str(REPO / "tests" / "support"), out=str(out), pause=pause)
     return subprocess.Popen([sys.executable, "-c", script])
 
 

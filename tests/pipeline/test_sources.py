@@ -9,12 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.blend import BlendConfig, parse_blend
-from pipeline.errors import ConfigError, InputError
-from pipeline.instructions import load_instruction_table
-from pipeline.manifest import read_manifest
-from pipeline.shards import read_shards, validate_shards
-from pipeline.sources import run_sources
+from embedcurate.pipeline.blend import BlendConfig, parse_blend
+from embedcurate.pipeline.errors import ConfigError, InputError
+from embedcurate.pipeline.instructions import load_instruction_table
+from embedcurate.pipeline.manifest import read_manifest
+from embedcurate.pipeline.shards import read_shards, validate_shards
+from embedcurate.pipeline.sources.stage import run_sources
 
 TOPICS = {
     "space": ["The probe reached orbit around Jupiter", "A comet passed close to the Sun"],

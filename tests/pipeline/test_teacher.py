@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.blend import TeacherConfig
-from pipeline.teacher import load_teacher, resolve_model_path
+from embedcurate.pipeline.blend import TeacherConfig
+from embedcurate.pipeline.mining.teacher import load_teacher
+from embedcurate.pipeline.packaged import resolve_model_path
 
 
 @pytest.fixture(scope="module")

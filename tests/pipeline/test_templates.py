@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.blend import parse_blend
-from pipeline.errors import ShardSetError
-from pipeline.manifest import read_manifest
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import read_shards, shard_name, write_shards
-from pipeline.templates import run_template
+from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.errors import ShardSetError
+from embedcurate.pipeline.manifest import read_manifest
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import read_shards, shard_name, write_shards
+from embedcurate.pipeline.train_rows import run_template
 
 DEFINITION = "Given a question, retrieve passages that answer it"
 

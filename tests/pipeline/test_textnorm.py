@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pipeline.textnorm import (
+from embedcurate.pipeline.textnorm import (
     containment,
     jaccard,
     normalize_text,

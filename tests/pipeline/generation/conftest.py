@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.generation.embedded_backend import packaged_gemma_path
+from embedcurate.pipeline.packaged import packaged_gemma_path
 
 
 @pytest.fixture(scope="session")

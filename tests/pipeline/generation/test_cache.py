@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.generation.backends import (
+from embedcurate.pipeline.generation.cache import ResponseCache, cache_key
+from embedcurate.pipeline.generation.prompts import Message, RenderedPrompt
+from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
     GenerationResult,
     SamplingParams,
 )
-from pipeline.generation.cache import ResponseCache, cache_key
-from pipeline.prompts import Message, RenderedPrompt
 
 REQUEST = GenerationRequest(
     prompt=RenderedPrompt(form="completion", text='Task: x\n{"q": "'),

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.blend import BlendConfig, GeneratorConfig
-from pipeline.generation.embedded_backend import EmbeddedBackend, packaged_gemma_path
-from pipeline.generation.stage import run_generate
-from pipeline.manifest import read_manifest
-from pipeline.report import StageReport
-from pipeline.schemas import TableKind
-from pipeline.shards import read_shards, validate_shards
+from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig
+from embedcurate.pipeline.generation.embedded_backend import EmbeddedBackend
+from embedcurate.pipeline.generation.stage import run_generate
+from embedcurate.pipeline.manifest import read_manifest
+from embedcurate.pipeline.packaged import packaged_gemma_path
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import read_shards, validate_shards
 
 
 def test_the_packaged_gguf_is_assembled_once_and_reused(tmp_path: Path) -> None:

@@ -3,10 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.blend import BlendConfig, GeneratorConfig, TeacherConfig
-from pipeline.generation.backends import GenerationResult
-from pipeline.generation.fielded import decode_field, field_token_limit
-from pipeline.generation.filters import (
+from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig, TeacherConfig
+from embedcurate.pipeline.generation.fielded import decode_field, field_token_limit
+from embedcurate.pipeline.generation.filters import (
     KEEP,
     check_negative_differs,
     check_not_example,
@@ -21,8 +20,9 @@ from pipeline.generation.filters import (
     run_check,
     too_easy,
 )
-from pipeline.generation.stage import Candidate, filter_candidates
-from pipeline.prompts import load_template
+from embedcurate.pipeline.generation.prompts import load_template
+from embedcurate.pipeline.generation.stage import Candidate, filter_candidates
+from embedcurate.pipeline.generation.types import GenerationResult
 
 SCHEMA = load_template("generate", "short-long").output_schema
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.blend import BlendConfig, GeneratorConfig
-from pipeline.generation.backends import GenerationRequest, SamplingParams
-from pipeline.generation.openai_backend import OpenAIBackend
-from pipeline.generation.stage import run_generate
-from pipeline.manifest import read_manifest
-from pipeline.prompts import Message, RenderedPrompt
-from pipeline.schemas import TableKind
-from pipeline.shards import validate_shards
-from tests.llm_servers import LlamaServer
+from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig
+from embedcurate.pipeline.generation.openai_backend import OpenAIBackend
+from embedcurate.pipeline.generation.prompts import Message, RenderedPrompt
+from embedcurate.pipeline.generation.stage import run_generate
+from embedcurate.pipeline.generation.types import GenerationRequest, SamplingParams
+from embedcurate.pipeline.manifest import read_manifest
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import validate_shards
+from testkit.llm_servers import LlamaServer
 
 pytestmark = pytest.mark.slow
 

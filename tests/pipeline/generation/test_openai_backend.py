@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.blend import GeneratorConfig
-from pipeline.generation.backends import (
+from embedcurate.pipeline.blend import GeneratorConfig
+from embedcurate.pipeline.generation.cache import CachingGenerator, ResponseCache
+from embedcurate.pipeline.generation.openai_backend import OpenAIBackend
+from embedcurate.pipeline.generation.prompts import Message, RenderedPrompt
+from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
     SamplingParams,
 )
-from pipeline.generation.cache import CachingGenerator, ResponseCache
-from pipeline.generation.openai_backend import OpenAIBackend
-from pipeline.prompts import Message, RenderedPrompt
-from tests.llm_servers import ScriptedServer
+from testkit.llm_servers import ScriptedServer
 
 
 def _config(server: ScriptedServer, **overrides: object) -> GeneratorConfig:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.blend import BlendConfig, GeneratorConfig
-from pipeline.generation.stage import SOURCE, run_generate
-from pipeline.manifest import read_manifest
-from pipeline.prompts import load_template
-from pipeline.report import StageReport
-from pipeline.schemas import TableKind
-from pipeline.shards import read_shards, validate_shards
-from tests.llm_servers import ScriptedServer
+from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig
+from embedcurate.pipeline.generation.prompts import load_template
+from embedcurate.pipeline.generation.stage import SOURCE, run_generate
+from embedcurate.pipeline.manifest import read_manifest
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import read_shards, validate_shards
+from testkit.llm_servers import ScriptedServer
 
 
 def _blend(server: ScriptedServer, cache_dir: Path, **overrides: object) -> BlendConfig:

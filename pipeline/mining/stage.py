@@ -29,12 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.beir import document_text
-from pipeline.blend import BlendConfig
-from pipeline.embed_cache import EmbeddingCache, default_cache_root, encode_cached
-from pipeline.errors import EmbedCurateError, InputError
-from pipeline.index import GPU_MAX_K, IndexConfig, VectorIndex
-from pipeline.mining import (
+from embedcurate.pipeline.blend import BlendConfig
+from embedcurate.pipeline.errors import EmbedCurateError, InputError
+from embedcurate.pipeline.mining.embed_cache import (
+    EmbeddingCache,
+    default_cache_root,
+    encode_cached,
+)
+from embedcurate.pipeline.mining.index import GPU_MAX_K, IndexConfig, VectorIndex
+from embedcurate.pipeline.mining.rules import (
     Candidates,
     Exclusion,
     MiningRule,
@@ -44,10 +47,11 @@ from pipeline.mining import (
     merge_given,
     select_negatives,
 )
-from pipeline.report import StageReport
-from pipeline.schemas import TableKind, rows_to_table
-from pipeline.shards import ShardWriter, iter_shards, read_shards
-from pipeline.textnorm import text_hash
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.schemas import TableKind, rows_to_table
+from embedcurate.pipeline.shards import ShardWriter, iter_shards, read_shards
+from embedcurate.pipeline.sources.beir import document_text
+from embedcurate.pipeline.textnorm import text_hash
 
 logger = logging.getLogger(__name__)
 
@@ -499,7 +503,7 @@ def open_cache(cfg: BlendConfig, teacher: Teacher, use_cache: bool) -> Embedding
 
 
 def check_window(cfg: BlendConfig) -> None:
-    from pipeline.index import num_gpus
+    from embedcurate.pipeline.mining.index import num_gpus
 
     if cfg.mining.range_max > GPU_MAX_K and num_gpus() > 0:
         raise MiningError(
@@ -630,7 +634,7 @@ def run_mine(
     check_window(cfg)
     started = time.perf_counter()
     if teacher is None:
-        from pipeline.teacher import load_teacher
+        from embedcurate.pipeline.mining.teacher import load_teacher
 
         teacher = load_teacher(cfg.teacher)
     miner = Miner(cfg, teacher, open_cache(cfg, teacher, use_cache), report)
@@ -703,10 +707,10 @@ def calibrate_mining(
     Score scales differ between teachers (MiniLM's cosines sit lower than e5-mistral's), so a
     threshold that suits one drops nothing or everything with another. Nothing is written.
     """
-    from pipeline.mining import dropped_share
+    from embedcurate.pipeline.mining.rules import dropped_share
 
     if teacher is None:
-        from pipeline.teacher import load_teacher
+        from embedcurate.pipeline.mining.teacher import load_teacher
 
         teacher = load_teacher(cfg.teacher)
     report = StageReport(stage="calibrate")

@@ -16,11 +16,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.blend import BlendConfig
-from pipeline.instructions import INSTRUCTION_PREFIX, render
-from pipeline.report import StageReport
-from pipeline.schemas import TableKind
-from pipeline.shards import ShardWriter, iter_shards, require_valid
+from embedcurate.pipeline.blend import BlendConfig
+from embedcurate.pipeline.instructions import INSTRUCTION_PREFIX, render
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import ShardWriter, iter_shards, require_valid
 
 logger = logging.getLogger(__name__)
 

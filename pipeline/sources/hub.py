@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.beir import BeirParts, RecordStream
-from pipeline.errors import InputError
+from embedcurate.pipeline.errors import InputError
+from embedcurate.pipeline.sources.beir import BeirParts, RecordStream
 
 if TYPE_CHECKING:
     import datasets

@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.textnorm import text_hash
+from embedcurate.pipeline.textnorm import text_hash
 
 RuleKind = Literal["percpos", "marginpos", "abs", "none"]
 Sampling = Literal["top", "random"]

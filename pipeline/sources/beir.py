@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.errors import BadRowPolicy, InputError
-from pipeline.readers import iter_jsonl, iter_tsv
+from embedcurate.pipeline.errors import BadRowPolicy, InputError
+from embedcurate.pipeline.sources.readers import iter_jsonl, iter_tsv
 
 
 @dataclass(frozen=True)

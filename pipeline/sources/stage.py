@@ -34,15 +34,26 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.beir import BeirScan, document_text, local_beir_parts, scan_beir
-from pipeline.blend import BlendConfig, SourceConfig
-from pipeline.errors import BadRowPolicy, ConfigError, InputError
-from pipeline.instructions import (
+from embedcurate.pipeline.blend import BlendConfig, SourceConfig
+from embedcurate.pipeline.errors import BadRowPolicy, ConfigError, InputError
+from embedcurate.pipeline.instructions import (
     SYMMETRIC_BY_DEFAULT,
     InstructionTable,
     load_instruction_table,
 )
-from pipeline.pair_rows import (
+from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.schemas import TableKind, TaskType, rows_to_table, schema_for
+from embedcurate.pipeline.shards import ShardWriter, write_shards
+from embedcurate.pipeline.sources.beir import BeirScan, document_text, local_beir_parts, scan_beir
+from embedcurate.pipeline.sources.budgets import Allotment, allot_rows, choose_rows
+from embedcurate.pipeline.sources.readers import (
+    iter_delimited,
+    iter_jsonl,
+    iter_parquet,
+    parquet_columns,
+    read_header,
+)
+from embedcurate.pipeline.sources.rows import (
     OPTIONAL_FIELDS,
     REQUIRED_FIELDS,
     BuiltRows,
@@ -55,11 +66,6 @@ from pipeline.pair_rows import (
     retrieval_rows,
     sts_rows,
 )
-from pipeline.readers import iter_delimited, iter_jsonl, iter_parquet, parquet_columns, read_header
-from pipeline.report import StageReport
-from pipeline.schemas import TableKind, TaskType, rows_to_table, schema_for
-from pipeline.selection import Allotment, allot_rows, choose_rows
-from pipeline.shards import ShardWriter, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +176,7 @@ def _delimiter(source: SourceConfig, path: Path) -> str:
 def _open_records(source: SourceConfig, policy: BadRowPolicy) -> _Records:
     path = source.path
     if source.kind == "hf":
-        from pipeline.hub import load_hf_split
+        from embedcurate.pipeline.sources.hub import load_hf_split
 
         table = load_hf_split(source.hub_id, path, source.hf_config, source.split)
         return _Records(table.where, table.rows, table.columns)
@@ -266,7 +272,7 @@ def _beir_rows(
     if source.path is not None:
         parts = local_beir_parts(source.path, source.split, policy)
     else:
-        from pipeline.hub import hub_beir_parts
+        from embedcurate.pipeline.sources.hub import hub_beir_parts
 
         assert source.hub_id is not None
         parts = hub_beir_parts(source.hub_id, source.split)

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import BadRowPolicy, InputError
+from embedcurate.pipeline.errors import BadRowPolicy, InputError
 
 
 def iter_jsonl(path: Path, policy: BadRowPolicy) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -26,14 +26,20 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline.atomic import write_bytes_atomic
-from pipeline.blend import BlendConfig, SourceConfig, parse_blend
-from pipeline.card_stats import ShardStats, compute_stats
-from pipeline.errors import ConfigError, ShardSetError
-from pipeline.manifest import MANIFEST_NAME, Manifest, code_version, config_hash, read_manifest
-from pipeline.redact import redact, scrub_text
-from pipeline.report import REPORT_NAME, StageReport
-from pipeline.schemas import TableKind, schema_for
+from embedcurate.pipeline.atomic import write_bytes_atomic
+from embedcurate.pipeline.blend import BlendConfig, SourceConfig, parse_blend
+from embedcurate.pipeline.card.stats import ShardStats, compute_stats
+from embedcurate.pipeline.errors import ConfigError, ShardSetError
+from embedcurate.pipeline.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    code_version,
+    config_hash,
+    read_manifest,
+)
+from embedcurate.pipeline.redact import redact, scrub_text
+from embedcurate.pipeline.report import REPORT_NAME, StageReport
+from embedcurate.pipeline.schemas import TableKind, schema_for
 
 logger = logging.getLogger(__name__)
 
@@ -533,7 +539,7 @@ def _plot_points(stats: ShardStats) -> dict[str, Any]:
 
 def draw_card_plots(stats: ShardStats, plots_dir: Path) -> dict[str, str]:
     """Draw the card's PNGs; returns name -> path relative to the card (only those drawn)."""
-    from pipeline.plots import plot_composition, plot_histograms
+    from embedcurate.pipeline.card.plots import plot_composition, plot_histograms
 
     if plots_dir.is_dir():
         for stale in plots_dir.glob("*.png"):
@@ -622,7 +628,7 @@ def build_card(inputs: CardInputs, plots: dict[str, str] | None = None) -> dict[
 
 def write_card(card: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write card.json and README.md (rendered from the template), both scrubbed of secrets."""
-    from pipeline.card_render import render_markdown
+    from embedcurate.pipeline.card.render import render_markdown
 
     card = redact(card)
     json_path, readme_path = out_dir / CARD_JSON_NAME, out_dir / README_NAME

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import atomic_path
+from embedcurate.pipeline.atomic import atomic_path
 
 # Weighted samples: (values, counts), both 1-D and the same length.
 Points = tuple[np.ndarray, np.ndarray]

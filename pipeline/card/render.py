@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.redact import scrub_text
+from embedcurate.pipeline.redact import scrub_text
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 TEMPLATE_NAME = "template.md"
@@ -27,7 +27,7 @@ TEMPLATE_NAME = "template.md"
 
 def template_text() -> tuple[str, str]:
     """(text, where it came from) of the packaged card template."""
-    resource = resources.files("data_cards") / TEMPLATE_NAME
+    resource = resources.files("embedcurate.data_cards") / TEMPLATE_NAME
     return resource.read_text(encoding="utf-8"), str(resource)
 
 

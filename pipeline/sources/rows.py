@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import BadRowPolicy
-from pipeline.schemas import TaskType
-from pipeline.textnorm import text_hash
+from embedcurate.pipeline.errors import BadRowPolicy
+from embedcurate.pipeline.schemas import TaskType
+from embedcurate.pipeline.textnorm import text_hash
 
 Record = tuple[int, dict[str, Any]]
 

@@ -17,28 +17,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_path, remove_temp_files
+from embedcurate.pipeline.atomic import atomic_path, remove_temp_files
+from embedcurate.pipeline.packaged import cache_root
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "EMBEDCURATE_CACHE_DIR"
 KEYS_SUFFIX = ".keys.npy"
 EMB_SUFFIX = ".emb.npy"
 
 
 def default_cache_root() -> Path:
-    """`$EMBEDCURATE_CACHE_DIR`, else `~/.cache/embedcurate/embeddings`."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    return Path.home() / ".cache" / "embedcurate" / "embeddings"
+    """The embeddings folder under the shared cache root (`packaged.cache_root`)."""
+    return cache_root() / "embeddings"
 
 
 def text_keys(texts: Sequence[str]) -> np.ndarray:

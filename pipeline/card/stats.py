@@ -23,8 +23,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from pipeline.redact import scrub_text
-from pipeline.shards import iter_shards, read_manifest
+from embedcurate.pipeline.redact import scrub_text
+from embedcurate.pipeline.shards import iter_shards, read_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.atomic import sha256_json
-from pipeline.errors import ConfigError
+from embedcurate.pipeline.atomic import sha256_json
+from embedcurate.pipeline.errors import ConfigError
 
 PromptForm = Literal["chat", "completion"]
 PromptStep = Literal["brainstorm", "generate"]
@@ -242,7 +242,7 @@ class PromptTemplate:
 
 
 def default_prompts_dir() -> Path:
-    return Path(str(files("prompts")))
+    return Path(str(files("embedcurate.prompts")))
 
 
 def template_path(step: PromptStep, task_type: str, prompts_dir: Path | None = None) -> Path:
