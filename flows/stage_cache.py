@@ -1,7 +1,9 @@
 """Skip a stage whose inputs and settings have not changed since it last finished.
 
-A stage's key hashes its name, the blend settings it reads and the manifests of its input
-shard sets (so an upstream change reruns it, an unrelated change does not). When a stage
+A stage's key hashes its name, its blend section (`section_settings`: the section without
+machine-local settings, plus the size and time of every local file it names) and the
+manifests of its input shard sets, so an upstream change reruns it and an unrelated
+change does not. When a stage
 finishes, its key and output folders are recorded in `OUT/.state/<stage>.json`; a rerun
 with the same key whose outputs still validate is skipped. Keys live beside the run rather
 than in Prefect's result store so they survive a killed process and a different API server.
@@ -16,8 +18,10 @@ from typing import Any
 
 from embedcurate.pipeline import __version__
 from embedcurate.pipeline.atomic import sha256_json, write_json_atomic
+from embedcurate.pipeline.blend import portable_settings
 from embedcurate.pipeline.manifest import MANIFEST_NAME
 from embedcurate.pipeline.shards import validate_shards
+from embedcurate.pipeline.stages import local_paths
 
 STATE_DIR = ".state"
 
@@ -71,14 +75,25 @@ def mark_done(run_dir: Path, stage: str, key: str, outputs: list[Path]) -> None:
 
 
 def files_fingerprint(path: Path | None) -> list[tuple[str, int, int]]:
-    """(file, size, mtime_ns) for a source file or every file under a folder.
+    """(file, size, mtime_ns) for a source file or every file under a folder, named
+    relative to it (so the key does not depend on where the data sits).
 
     Local data edited in place changes the stage key, so the stage reruns.
     """
     if path is None or not path.exists():
         return []
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    if path.is_file():
+        return [(path.name, path.stat().st_size, path.stat().st_mtime_ns)]
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def section_settings(section: Any) -> dict[str, Any]:
+    """What a stage's skip key hashes of its section: the portable settings and the files."""
+    return {
+        "config": portable_settings(section),
+        "files": [files_fingerprint(path) for path in local_paths(section)],
+    }
 
 
 def run_once(
@@ -88,10 +103,12 @@ def run_once(
     input_dirs: list[Path],
     outputs: list[Path],
     run: Any,
+    *,
+    always: bool = False,
 ) -> bool:
-    """Call `run()` unless the stage is fresh; returns True when it ran."""
+    """Call `run()` unless the stage is fresh (or `always`); returns True when it ran."""
     key = stage_key(stage, settings, input_dirs)
-    if is_fresh(run_dir, stage, key):
+    if not always and is_fresh(run_dir, stage, key):
         return False
     run()
     mark_done(run_dir, stage, key, [o for o in outputs if (o / MANIFEST_NAME).exists()])

@@ -9,6 +9,7 @@ its key, so resolved configs (written into manifests and cards) carry no secret.
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +94,29 @@ class SourceConfig(FrozenModel):
 
     _check_path = field_validator("path")(_resolve_path)
 
+    def task_name(self, known: Container[str]) -> str:
+        """`task`, else the first of the folder, hub dataset and source names that `known`
+        (the instruction table) holds, else the source's name."""
+        if self.task:
+            return self.task
+        candidates = [self.name]
+        if self.hub_id:
+            candidates.insert(0, self.hub_id.rsplit("/", 1)[-1])
+        if self.kind == "beir" and self.path is not None:
+            candidates.insert(0, self.path.name)
+        return next((name for name in candidates if name in known), candidates[0])
+
+    def resolved_task_type(self) -> str:
+        """The task type as the sources stage will use it: the source's own when set, else
+        the instruction table's for its task."""
+        if "task_type" in self.model_fields_set:
+            return self.task_type
+        from embedcurate.pipeline.instructions import load_instruction_table
+
+        table = load_instruction_table()
+        name = self.task_name(table)
+        return table.get(name).task_type.value if name in table else self.task_type
+
     @model_validator(mode="after")
     def _location_given(self) -> SourceConfig:
         if self.kind in HUB_KINDS and not (self.hub_id or self.path):
@@ -162,6 +186,7 @@ class TeacherConfig(FrozenModel):
     cache_dir: Path | None = Field(
         default=None, description="embedding cache; default $EMBEDCURATE_CACHE_DIR or ~/.cache"
     )
+    cache: bool = Field(default=True, description="read and write the embedding cache")
 
 
 class MiningConfig(FrozenModel):
@@ -256,6 +281,118 @@ class BlendConfig(FrozenModel):
     def resolved(self) -> dict[str, Any]:
         """The config as plain JSON-able data, defaults filled in (goes into manifests)."""
         return self.model_dump(mode="json")
+
+
+# -- stage sections ---------------------------------------------------------------------
+# Each stage receives only the part of the blend it reads, so its skip key (the hash of its
+# section plus its inputs' manifests) changes exactly when its output could.
+
+
+class StageSection(FrozenModel):
+    """What every stage that writes shards reads: the blend's seed and shard size."""
+
+    seed: int = 0
+    rows_per_shard: int = Field(default=20_000, ge=1)
+
+    @classmethod
+    def shared(cls, blend: BlendConfig) -> dict[str, Any]:
+        return {"seed": blend.seed, "rows_per_shard": blend.output.rows_per_shard}
+
+
+class SourcesStageConfig(StageSection):
+    """The sources stage: which sources to read and the row budgets they share."""
+
+    sources: tuple[SourceConfig, ...]
+    num_negatives: int | None = Field(
+        default=None,
+        ge=0,
+        description="other-label negatives per classification/clustering row; None when no "
+        "source of the section samples them (so retrieval sources ignore mining changes)",
+    )
+    max_rows_per_stage: dict[Literal[1, 2], int] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, blend: BlendConfig, names: Sequence[str] | None = None) -> SourcesStageConfig:
+        chosen = tuple(s for s in blend.sources if names is None or s.name in names)
+        return cls(
+            **cls.shared(blend),
+            sources=chosen,
+            num_negatives=blend.mining.num_negatives if _samples_negatives(chosen) else None,
+            max_rows_per_stage=dict(blend.output.max_rows_per_stage),
+        )
+
+    def only(self, sources: Sequence[SourceConfig]) -> SourcesStageConfig:
+        """The section narrowed to some of its sources (one part of the stage)."""
+        return self.model_copy(
+            update={
+                "sources": tuple(sources),
+                "num_negatives": self.num_negatives if _samples_negatives(sources) else None,
+            }
+        )
+
+
+def _samples_negatives(sources: Sequence[SourceConfig]) -> bool:
+    return any(s.resolved_task_type() in ("classification", "clustering") for s in sources)
+
+
+class GenerateStageConfig(StageSection):
+    """The generate stage: the generator, and the teacher its round-trip filter scores with."""
+
+    generator: GeneratorConfig
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+
+    @classmethod
+    def of(cls, blend: BlendConfig) -> GenerateStageConfig:
+        if blend.generator is None:
+            raise ConfigError(f"blend {blend.name}: the generate stage needs a generator section")
+        return cls(**cls.shared(blend), generator=blend.generator, teacher=blend.teacher)
+
+
+class DecontaminateStageConfig(StageSection):
+    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
+
+    @classmethod
+    def of(cls, blend: BlendConfig) -> DecontaminateStageConfig:
+        return cls(
+            **cls.shared(blend),
+            decontamination=blend.decontamination or DecontaminationConfig(),
+        )
+
+
+class MineStageConfig(StageSection):
+    """The mine stage: the teacher that scores candidates and the rule that keeps them."""
+
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+
+    @classmethod
+    def of(cls, blend: BlendConfig) -> MineStageConfig:
+        return cls(**cls.shared(blend), teacher=blend.teacher, mining=blend.mining)
+
+
+class TemplateStageConfig(StageSection):
+    """The template stage: how many negatives each train row keeps."""
+
+    num_negatives: int = Field(default=5, ge=0)
+
+    @classmethod
+    def of(cls, blend: BlendConfig) -> TemplateStageConfig:
+        return cls(**cls.shared(blend), num_negatives=blend.mining.num_negatives)
+
+
+MACHINE_LOCAL_KEYS = frozenset({"cache_dir"})
+
+
+def portable_settings(value: Any) -> Any:
+    """A config dump without machine-local settings (cache folders), for keys and hashes:
+    moving a run or its cache to another machine must not change what it hashes to."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: portable_settings(v) for k, v in value.items() if k not in MACHINE_LOCAL_KEYS}
+    if isinstance(value, list | tuple):
+        return [portable_settings(v) for v in value]
+    return value
 
 
 def _location(loc: tuple[Any, ...]) -> str:

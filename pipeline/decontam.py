@@ -35,7 +35,11 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from embedcurate.pipeline.blend import BlendConfig, DecontaminationConfig, EvalSetConfig
+from embedcurate.pipeline.blend import (
+    DecontaminateStageConfig,
+    DecontaminationConfig,
+    EvalSetConfig,
+)
 from embedcurate.pipeline.errors import InputError
 from embedcurate.pipeline.report import StageReport
 from embedcurate.pipeline.schemas import TableKind
@@ -264,16 +268,23 @@ def _output_names(pairs_dirs: Sequence[Path]) -> list[str]:
     return names
 
 
-def run_decontaminate(pairs_dirs: Sequence[Path], out_dir: Path, cfg: BlendConfig) -> StageReport:
+def run_decontaminate(
+    pairs_dirs: Sequence[Path],
+    out_dir: Path,
+    cfg: DecontaminateStageConfig,
+    *,
+    provenance: dict[str, Any] | None = None,
+) -> StageReport:
     """Write each pairs set to `out_dir/<its folder name>/` without (or flagging) eval overlaps.
 
     Without eval sets in the blend the sets are copied unchanged, so the flow downstream reads
     one place either way. Counts per source and per eval set go into the report's details.
+    `provenance` (the resolved blend) is recorded in the manifests instead of the section.
     """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    config = cfg.decontamination or DecontaminationConfig()
+    config = cfg.decontamination
     report = StageReport(stage="decontaminate", out_dir=str(out_dir))
     index = build_eval_index(config) if config.eval_sets else None
     tally = _Tally()
@@ -284,8 +295,8 @@ def run_decontaminate(pairs_dirs: Sequence[Path], out_dir: Path, cfg: BlendConfi
         with ShardWriter(
             out_dir / name,
             TableKind.PAIRS,
-            rows_per_shard=cfg.output.rows_per_shard,
-            config=cfg.resolved(),
+            rows_per_shard=cfg.rows_per_shard,
+            config=provenance or cfg.model_dump(mode="json"),
             seeds={"seed": cfg.seed},
             extra={"stage": "decontaminate"},
         ) as writer:

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from embedcurate.pipeline.blend import BlendConfig
+from embedcurate.pipeline.blend import TemplateStageConfig
 from embedcurate.pipeline.instructions import INSTRUCTION_PREFIX, render
 from embedcurate.pipeline.report import StageReport
 from embedcurate.pipeline.schemas import TableKind
@@ -58,19 +58,29 @@ def template_row(row: dict[str, Any], num_negatives: int) -> dict[str, Any]:
     }
 
 
-def run_template(mined_dir: Path, out_dir: Path, cfg: BlendConfig) -> StageReport:
-    """Template every row of the MINED set at `mined_dir` into TRAIN shards at `out_dir`."""
+def run_template(
+    mined_dir: Path,
+    out_dir: Path,
+    cfg: TemplateStageConfig,
+    *,
+    provenance: dict[str, Any] | None = None,
+) -> StageReport:
+    """Template every row of the MINED set at `mined_dir` into TRAIN shards at `out_dir`.
+
+    `provenance` (the resolved blend) is recorded in the manifest instead of the section,
+    so the card can name the blend the shards came from.
+    """
     mined_dir, out_dir = Path(mined_dir), Path(out_dir)
     mined_manifest = require_valid(mined_dir, TableKind.MINED)
-    num_negatives = cfg.mining.num_negatives
+    num_negatives = cfg.num_negatives
     report = StageReport(stage="template", out_dir=str(out_dir))
     short_rows: dict[str, int] = {}
     untemplated: dict[str, int] = {}
     writer = ShardWriter(
         out_dir,
         TableKind.TRAIN,
-        rows_per_shard=cfg.output.rows_per_shard,
-        config=cfg.resolved(),
+        rows_per_shard=cfg.rows_per_shard,
+        config=provenance or cfg.model_dump(mode="json"),
         seeds={"seed": cfg.seed},
         extra={
             "mined_config_hash": mined_manifest.config_hash,

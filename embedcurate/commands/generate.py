@@ -16,7 +16,12 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from embedcurate.console import console, fail
-from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig, load_blend
+from embedcurate.pipeline.blend import (
+    BlendConfig,
+    GenerateStageConfig,
+    GeneratorConfig,
+    load_blend,
+)
 from embedcurate.pipeline.errors import EmbedCurateError
 from embedcurate.pipeline.report import StageReport
 
@@ -145,8 +150,7 @@ def generate(
     }
     try:
         blend = resolve_config(blend_path, overrides, seed)
-        assert blend.generator is not None
-        report = run_generate(blend.generator, out, blend, progress=True)
+        report = run_generate(out, GenerateStageConfig.of(blend), progress=True)
     except EmbedCurateError as exc:
         fail(str(exc))
     print_summary(report, out)

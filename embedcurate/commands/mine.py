@@ -9,7 +9,7 @@ writing only the pairs and corpus.
 
 from __future__ import annotations
 
-import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,80 +17,13 @@ import typer
 from rich.table import Table
 
 from embedcurate.console import console, fail
-from embedcurate.pipeline.blend import (
-    BlendConfig,
-    MiningConfig,
-    OutputConfig,
-    SourceConfig,
-    TeacherConfig,
-)
+from embedcurate.pipeline.blend import BlendConfig
 from embedcurate.pipeline.errors import EmbedCurateError
-from embedcurate.pipeline.schemas import TableKind
-from embedcurate.pipeline.shards import is_complete, read_shards, write_shards
-from embedcurate.pipeline.sources.readers import iter_jsonl
-
-PAIRS_SUFFIX_KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "csv"}
 
 
-def source_name(path: Path) -> str:
-    name = path.stem if path.is_file() else path.name
-    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", name) or "source"
-
-
-def pairs_source(
-    beir: Path | None, pairs: Path | None, split: str, task: str | None, instruction: str | None
-) -> SourceConfig:
-    """The one blend source the command reads: a BEIR folder or a flat pairs file."""
-    if (beir is None) == (pairs is None):
-        raise EmbedCurateError("give exactly one of --beir DIR or --pairs FILE")
-    path = (beir or pairs).resolve()  # type: ignore[union-attr]
-    if not path.exists():
-        raise EmbedCurateError(f"{path}: not found")
-    if beir is not None:
-        kind = "beir"
-    else:
-        kind = "parquet" if path.suffix == ".parquet" else PAIRS_SUFFIX_KINDS.get(path.suffix)
-        if kind is None:
-            raise EmbedCurateError(f"{path}: --pairs takes .jsonl, .csv, .tsv or .parquet")
-    return SourceConfig(
-        name=source_name(path),
-        kind=kind,  # type: ignore[arg-type]
-        path=path,
-        split=split,
-        task=task,
-        instruction=instruction,
-    )
-
-
-def add_corpus_file(corpus_file: Path, corpus_dir: Path, source: str) -> int:
-    """Merge a corpus JSONL (`_id`, optional `title`, `text`) into the source's CORPUS set.
-
-    Documents the sources stage wrote (the positives of a flat file) keep their ids; file
-    documents with an id already present are skipped. Returns the number added.
-    """
-    from embedcurate.pipeline.errors import BadRowPolicy, InputError
-
-    rows: dict[str, dict[str, Any]] = {}
-    if is_complete(corpus_dir):
-        for row in read_shards(corpus_dir, TableKind.CORPUS).to_pylist():
-            rows[row["doc_id"]] = row
-    before = len(rows)
-    policy = BadRowPolicy("raise")
-    for line_no, record in iter_jsonl(corpus_file, policy):
-        doc_id = record.get("_id", record.get("doc_id", record.get("id")))
-        text = record.get("text")
-        if doc_id is None or not isinstance(text, str) or not text.strip():
-            raise InputError(
-                corpus_file, "needs an id (_id) and a non-empty string 'text'", line_no
-            )
-        rows.setdefault(
-            str(doc_id),
-            {"source": source, "doc_id": str(doc_id), "title": record.get("title"), "text": text},
-        )
-    from embedcurate.pipeline.schemas import rows_to_table
-
-    write_shards(rows_to_table(list(rows.values()), TableKind.CORPUS), corpus_dir, TableKind.CORPUS)
-    return len(rows) - before
+class OnError(StrEnum):
+    raise_ = "raise"
+    drop = "drop"
 
 
 def print_calibration(calibration: Any) -> None:
@@ -140,120 +73,125 @@ def print_report(report: Any, out: Path) -> None:
 def mine(
     out: Annotated[Path, typer.Option("--out", help="run folder (pairs, corpus, mined, train)")],
     beir: Annotated[Path | None, typer.Option(help="BEIR folder")] = None,
-    split: Annotated[str, typer.Option(help="BEIR qrels split")] = "train",
+    split: Annotated[str | None, typer.Option(help="BEIR qrels split [default: train]")] = None,
     pairs: Annotated[Path | None, typer.Option(help="pairs file (.jsonl/.csv/.parquet)")] = None,
     corpus: Annotated[Path | None, typer.Option(help="corpus JSONL (_id, title, text)")] = None,
     task: Annotated[str | None, typer.Option(help="instruction-table task name")] = None,
     instruction: Annotated[str | None, typer.Option(help="task definition (overrides)")] = None,
-    teacher: Annotated[str, typer.Option(help="teacher model: path or id")] = TeacherConfig().model,
-    pooling: Annotated[str, typer.Option(help="mean, cls or last")] = "mean",
+    on_error: Annotated[
+        OnError | None, typer.Option("--on-error", help="bad input: raise (stop) or drop (count)")
+    ] = None,
+    teacher: Annotated[str | None, typer.Option(help="teacher model: path or id")] = None,
+    pooling: Annotated[str | None, typer.Option(help="mean, cls or last")] = None,
     query_instruction: Annotated[str | None, typer.Option(help="teacher query prefix")] = None,
     document_prefix: Annotated[str | None, typer.Option(help="teacher document prefix")] = None,
-    dtype: Annotated[str, typer.Option(help="auto, float32, float16 or bfloat16")] = "auto",
-    quantize: Annotated[str, typer.Option(help="none or int8 (CPU)")] = "none",
-    batch_size: Annotated[int, typer.Option(help="teacher batch size")] = 64,
-    rule: Annotated[str, typer.Option(help="percpos:P, marginpos:M, abs:T or none")] = (
-        MiningConfig().rule
-    ),
-    num_negatives: Annotated[int, typer.Option(help="negatives per row")] = 5,
-    range_min: Annotated[int, typer.Option(help="first rank considered")] = 0,
-    range_max: Annotated[int, typer.Option(help="rank window end (exclusive)")] = 50,
-    sampling: Annotated[str, typer.Option(help="top or random")] = "top",
-    on_too_few: Annotated[str, typer.Option(help="keep or drop rows short of negatives")] = (
-        "drop"
-    ),
-    index: Annotated[str, typer.Option(help="flat (exact) or ivf")] = "flat",
-    seed: Annotated[int, typer.Option(help="seed for random sampling")] = 0,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, float16 or bfloat16")] = None,
+    quantize: Annotated[str | None, typer.Option(help="none or int8 (CPU)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="teacher batch size")] = None,
+    rule: Annotated[str | None, typer.Option(help="percpos:P, marginpos:M, abs:T or none")] = None,
+    num_negatives: Annotated[int | None, typer.Option(help="negatives per row")] = None,
+    range_min: Annotated[int | None, typer.Option(help="first rank considered")] = None,
+    range_max: Annotated[int | None, typer.Option(help="rank window end (exclusive)")] = None,
+    sampling: Annotated[str | None, typer.Option(help="top or random")] = None,
+    on_too_few: Annotated[str | None, typer.Option(help="keep or drop short rows")] = None,
+    index: Annotated[str | None, typer.Option(help="flat (exact) or ivf")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed for random sampling")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="embedding cache folder")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write it")] = False,
-    rows_per_shard: Annotated[int, typer.Option(help="rows per output shard")] = 20_000,
+    rows_per_shard: Annotated[int | None, typer.Option(help="rows per output shard")] = None,
     calibrate: Annotated[
         bool, typer.Option("--calibrate", help="print score distributions and rule drop shares")
     ] = False,
     calibrate_rows: Annotated[int, typer.Option(help="rows scored by --calibrate")] = 2000,
 ) -> None:
-    """Mine hard negatives with a teacher on FAISS; write mined rows and train shards."""
-    from pydantic import ValidationError
+    """Mine hard negatives with a teacher on FAISS; write mined rows and train shards.
 
+    Every option left out takes the blend default (`embedcurate blend check` prints them).
+    """
+    from embedcurate.pipeline.sources.ingest import one_source_blend
+
+    if (beir is None) == (pairs is None):
+        fail("give exactly one of --beir DIR or --pairs FILE")
+    teacher_options = {
+        "model": teacher,
+        "pooling": pooling,
+        "query_instruction": query_instruction,
+        "document_prefix": document_prefix,
+        "dtype": dtype,
+        "quantize": quantize,
+        "batch_size": batch_size,
+        "cache_dir": cache_dir,
+        "cache": False if no_cache else None,
+    }
+    mining_options = {
+        "rule": rule,
+        "num_negatives": num_negatives,
+        "range_min": range_min,
+        "range_max": range_max,
+        "sampling": sampling,
+        "on_too_few": on_too_few,
+        "index": index,
+    }
     try:
-        source = pairs_source(beir, pairs, split, task, instruction)
-        blend = BlendConfig(
-            name=f"mine-{source.name}",
-            seed=seed,
-            sources=[source],
-            teacher=TeacherConfig(
-                model=teacher,
-                pooling=pooling,  # type: ignore[arg-type]
-                query_instruction=query_instruction,
-                document_prefix=document_prefix,
-                dtype=dtype,  # type: ignore[arg-type]
-                quantize=quantize,  # type: ignore[arg-type]
-                batch_size=batch_size,
-                cache_dir=cache_dir,
-            ),
-            mining=MiningConfig(
-                rule=rule,
-                num_negatives=num_negatives,
-                range_min=range_min,
-                range_max=range_max,
-                sampling=sampling,  # type: ignore[arg-type]
-                on_too_few=on_too_few,  # type: ignore[arg-type]
-                index=index,  # type: ignore[arg-type]
-            ),
-            output=OutputConfig(rows_per_shard=rows_per_shard),
+        blend = one_source_blend(
+            (beir or pairs),  # type: ignore[arg-type]
+            given_as="beir" if beir is not None else "pairs",
+            blend_name="mine",
+            task_hint="name one with --task, or define it with --instruction",
+            overrides={
+                "seed": seed,
+                "teacher": _given(teacher_options),
+                "mining": _given(mining_options),
+                "output": _given({"rows_per_shard": rows_per_shard}),
+            },
+            source={
+                "split": split,
+                "task": task,
+                "instruction": instruction,
+                "on_error": on_error.value if on_error else None,
+            },
         )
-    except ValidationError as exc:
-        fail(str(exc))
+        run_command(blend, out, corpus, calibrate, calibrate_rows)
     except EmbedCurateError as exc:
         fail(str(exc))
-    try:
-        run_command(blend, source, out, corpus, calibrate, calibrate_rows, not no_cache)
-    except EmbedCurateError as exc:
-        fail(str(exc))
-    except ModuleNotFoundError as exc:
-        if exc.name not in (
-            "embedcurate.pipeline.sources.stage",
-            "embedcurate.pipeline.train_rows",
-            "embedcurate.pipeline.card.build",
-        ):
-            raise
-        fail(f"this build lacks the stage module {exc.name}; `embedcurate mine` needs it")
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options the user gave: the rest keep the config models' defaults."""
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def run_command(
     blend: BlendConfig,
-    source: SourceConfig,
     out: Path,
     corpus_file: Path | None,
     calibrate: bool,
     calibrate_rows: int,
-    use_cache: bool,
 ) -> None:
-    """sources -> (corpus file) -> mine -> template -> card, in the curate run layout."""
-    from embedcurate.pipeline.card.build import run_card
-    from embedcurate.pipeline.mining.stage import MineInputs, calibrate_mining, run_mine
-    from embedcurate.pipeline.sources.stage import run_sources
-    from embedcurate.pipeline.train_rows import run_template
+    """The registry's stages sources -> (corpus file) -> mine -> template -> card."""
+    from embedcurate.pipeline.blend import MineStageConfig
+    from embedcurate.pipeline.mining.stage import MineInputs, calibrate_mining
+    from embedcurate.pipeline.sources.ingest import add_corpus_file
+    from embedcurate.pipeline.stages import run_stages
 
-    run_sources([source], out, blend)
-    pairs_dir = out / "pairs" / source.name
-    corpus_dir = out / "corpus" / source.name
+    (source,) = blend.sources
+    tables, _ = run_stages(blend, out, ["sources"])
     if corpus_file is not None:
+        corpus_dir = out / "corpus" / source.name
         added = add_corpus_file(corpus_file.resolve(), corpus_dir, source.name)
         console.print(f"corpus: {added} documents added from {corpus_file}")
-    corpus_dirs = {source.name: corpus_dir} if is_complete(corpus_dir) else {}
-    inputs = MineInputs(pairs_dirs=[pairs_dir], corpus_dirs=corpus_dirs)
+        tables["corpus"] = [corpus_dir]
     if calibrate:
-        print_calibration(
-            calibrate_mining(inputs, blend, max_rows=calibrate_rows, use_cache=use_cache)
+        inputs = MineInputs(
+            pairs_dirs=tables["pairs"], corpus_dirs={d.name: d for d in tables.get("corpus", [])}
         )
+        calibration = calibrate_mining(inputs, MineStageConfig.of(blend), max_rows=calibrate_rows)
+        print_calibration(calibration)
         return
-    report = run_mine(inputs, out / "mined", blend, use_cache=use_cache)
-    print_report(report, out / "mined")
-    template_report = run_template(out / "mined", out / "train", blend)
-    run_card(train_dir=out / "train", run_dir=out, cfg=blend)
+    _, reports = run_stages(blend, out, ["mine", "template", "card"], tables=tables)
+    print_report(reports["mine"], out / "mined")
     console.print(
-        f"[green]train shards:[/] {template_report.num_kept} rows in {out / 'train'} "
+        f"[green]train shards:[/] {reports['template'].num_kept} rows in {out / 'train'} "
         "(data card: README.md)"
     )
 

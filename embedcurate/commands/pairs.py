@@ -6,50 +6,22 @@ embedcurate pairs --blend BLEND.yaml --out OUT
 
 from __future__ import annotations
 
-import re
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from embedcurate.console import console, fail
-from embedcurate.pipeline.blend import BlendConfig, load_blend, parse_blend
+from embedcurate.pipeline.blend import load_blend
 from embedcurate.pipeline.errors import EmbedCurateError
 from embedcurate.pipeline.report import StageReport
 
 
-def _source_name(folder: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", folder.resolve().name).strip("-") or "beir"
-
-
-def _beir_blend(
-    folder: Path, split: str, task: str | None, on_error: str, max_rows: int | None, seed: int
-) -> BlendConfig:
-    """A one-source blend for a BEIR folder; the task defaults to the folder's name."""
-    from embedcurate.pipeline.instructions import load_instruction_table
-
-    name = _source_name(folder)
-    task_name = task or folder.resolve().name
-    table = load_instruction_table()
-    if task is None and task_name not in table:
-        fail(
-            f"{folder}: the folder name {task_name!r} is not a task in the instruction table; "
-            f"name one with --task. Known tasks: {', '.join(table.names)}"
-        )
-    source: dict[str, Any] = {
-        "name": name,
-        "kind": "beir",
-        "path": str(folder),
-        "split": split,
-        "task": task_name,
-        "on_error": on_error,
-    }
-    if max_rows is not None:
-        source["max_rows"] = max_rows
-    return parse_blend(
-        {"name": f"pairs-{name}", "seed": seed, "sources": [source]}, source="--beir options"
-    )
+class OnError(StrEnum):
+    raise_ = "raise"
+    drop = "drop"
 
 
 def print_summary(report: StageReport, out: Path) -> None:
@@ -102,38 +74,47 @@ def pairs(
     blend_path: Annotated[
         Path | None, typer.Option("--blend", help="a blend YAML: read all its sources")
     ] = None,
-    split: Annotated[str, typer.Option(help="BEIR qrels split")] = "train",
+    split: Annotated[str | None, typer.Option(help="BEIR qrels split [default: train]")] = None,
     task: Annotated[
         str | None,
         typer.Option(help="instruction-table task (default: the BEIR folder's name)"),
     ] = None,
     on_error: Annotated[
-        str, typer.Option("--on-error", help="bad input: raise (stop) or drop (count)")
-    ] = "raise",
+        OnError | None, typer.Option("--on-error", help="bad input: raise (stop) or drop (count)")
+    ] = None,
     max_rows: Annotated[int | None, typer.Option(help="cap on BEIR pairs rows")] = None,
-    seed: Annotated[int, typer.Option(help="seed for row selection (BEIR)")] = 0,
+    seed: Annotated[int | None, typer.Option(help="seed for row selection (BEIR)")] = None,
 ) -> None:
     """Read sources into pairs shards, with a manifest and a stage report per source."""
-    from embedcurate.pipeline.sources.stage import run_sources
+    from embedcurate.pipeline.sources.ingest import one_source_blend
+    from embedcurate.pipeline.stages import run_stages
 
     if (beir is None) == (blend_path is None):
         fail("give exactly one of --beir DIR or --blend BLEND.yaml")
-    if on_error not in ("raise", "drop"):
-        fail(f"--on-error must be raise or drop, not {on_error!r}")
     try:
         if beir is not None:
-            if not beir.is_dir():
-                fail(f"{beir}: not a folder")
-            blend = _beir_blend(beir, split, task, on_error, max_rows, seed)
+            blend = one_source_blend(
+                beir,
+                given_as="beir",
+                blend_name="pairs",
+                task_hint="name one with --task",
+                overrides={"seed": seed},
+                source={
+                    "split": split,
+                    "task": task,
+                    "on_error": on_error.value if on_error else None,
+                    "max_rows": max_rows,
+                },
+            )
         else:
             assert blend_path is not None
             blend = load_blend(blend_path)
         if not blend.sources:
             fail(f"blend {blend.name} has no sources (only a generator); nothing to read")
-        report = run_sources(blend.sources, out, blend)
+        _, reports = run_stages(blend, out, ["sources"])
     except EmbedCurateError as exc:
         fail(str(exc))
-    print_summary(report, out)
+    print_summary(reports["sources"], out)
 
 
 def register(app: typer.Typer) -> None:

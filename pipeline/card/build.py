@@ -40,6 +40,7 @@ from embedcurate.pipeline.manifest import (
 from embedcurate.pipeline.redact import redact, scrub_text
 from embedcurate.pipeline.report import REPORT_NAME, StageReport
 from embedcurate.pipeline.schemas import TableKind, schema_for
+from embedcurate.pipeline.stages import stage_rank
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ CARD_JSON_NAME = "card.json"
 PLOTS_DIR = "plots"
 CARD_REPORT_DIR = "reports"  # the card's own report; report.json belongs to the shards' stage
 # Stages in the order the curate flow runs them; reports of other stages follow.
-STAGE_ORDER = ("sources", "generate", "decontaminate", "mine", "template")
 SYNTHETIC_SOURCE = "synthetic"  # the generator's rows (OUT/pairs/synthetic/)
 TASK_CATEGORIES = {
     "retrieval": "text-retrieval",
@@ -94,12 +94,9 @@ def display_path(path: str | Path, base: Path | None = None) -> str:
     return str(path)
 
 
-def _stage_rank(stage: str) -> int:
-    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
-
-
 def collect_reports(run_dir: Path, train_dir: Path) -> list[FoundReport]:
-    """Every `report.json` under the run folder (and beside the shards), in stage order."""
+    """Every `report.json` under the run folder (and beside the shards), in stage order,
+    each row counted once: the one collector behind the card and the Prefect counts table."""
     paths = {p for p in run_dir.rglob(REPORT_NAME) if not _hidden(p, run_dir)}
     if (train_dir / REPORT_NAME).is_file():
         paths.add(train_dir / REPORT_NAME)
@@ -112,7 +109,7 @@ def collect_reports(run_dir: Path, train_dir: Path) -> list[FoundReport]:
             logger.warning("%s: unreadable stage report (%s)", path, exc)
             found.append(FoundReport(shown, None, f"unreadable: {exc}"))
     found = _without_covered(found)
-    return sorted(found, key=lambda item: (_stage_rank(item.stage), item.path))
+    return sorted(found, key=lambda item: (stage_rank(item.stage), item.path))
 
 
 def _without_covered(found: list[FoundReport]) -> list[FoundReport]:
@@ -395,7 +392,7 @@ def _drop_reasons(reports: list[FoundReport]) -> list[dict[str, Any]]:
         if found.report is not None:
             for reason, n in found.report.dropped.items():
                 totals[(found.report.stage, reason)] += n
-    ordered = sorted(totals.items(), key=lambda item: (_stage_rank(item[0][0]), -item[1]))
+    ordered = sorted(totals.items(), key=lambda item: (stage_rank(item[0][0]), -item[1]))
     return [{"stage": stage, "reason": reason, "rows": n} for (stage, reason), n in ordered]
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from embedcurate.pipeline.atomic import sha256_json
-from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig
+from embedcurate.pipeline.blend import GenerateStageConfig, GeneratorConfig, TeacherConfig
 from embedcurate.pipeline.generation.backends import (
     make_backend,
     model_kind,
@@ -375,7 +375,7 @@ def _check_content(fields: dict[str, str | None], template: PromptTemplate) -> V
 
 
 def filter_candidates(
-    candidates: list[Candidate], blend: BlendConfig, cfg: GeneratorConfig
+    candidates: list[Candidate], teacher_cfg: TeacherConfig, cfg: GeneratorConfig
 ) -> None:
     """Set-level checks per synthetic type; updates each surviving candidate's verdict."""
     by_type: dict[str, list[Candidate]] = {}
@@ -393,7 +393,7 @@ def filter_candidates(
         if not group:
             continue
         if teacher is None:
-            teacher = _load_teacher_or_none(blend)
+            teacher = _load_teacher_or_none(teacher_cfg)
         if teacher is None:
             _apply(group, [drop("check_failed:teacher")] * len(group))
             continue
@@ -406,13 +406,13 @@ def _apply(group: list[Candidate], verdicts: list[Verdict]) -> None:
             candidate.verdict = verdict
 
 
-def _load_teacher_or_none(blend: BlendConfig) -> Any:
+def _load_teacher_or_none(teacher_cfg: TeacherConfig) -> Any:
     from embedcurate.pipeline.mining.teacher import load_teacher
 
     try:
-        return load_teacher(blend.teacher)
+        return load_teacher(teacher_cfg)
     except Exception:  # the rows are dropped as unchecked, never kept
-        logger.exception("teacher %s could not be loaded", blend.teacher.model)
+        logger.exception("teacher %s could not be loaded", teacher_cfg.model)
         return None
 
 
@@ -520,13 +520,16 @@ def candidate_row(
 
 
 def run_generate(
-    cfg: GeneratorConfig, out_dir: Path, blend: BlendConfig, *, progress: bool = False
+    out_dir: Path, stage_cfg: GenerateStageConfig, *, progress: bool = False
 ) -> StageReport:
     """Brainstorm, generate, filter and write synthetic PAIRS to `out_dir`; see the module doc."""
     out_dir = Path(out_dir)
+    cfg = stage_cfg.generator
     report = StageReport(stage="generate", out_dir=str(out_dir))
     form = prompt_form(cfg)
-    plan = GenerationPlan(cfg=cfg, seed=blend.seed, form=form, guided=wants_guided_json(cfg, form))
+    plan = GenerationPlan(
+        cfg=cfg, seed=stage_cfg.seed, form=form, guided=wants_guided_json(cfg, form)
+    )
     templates = {
         t: (load_template("brainstorm", t), load_template("generate", t)) for t in cfg.task_types
     }
@@ -554,7 +557,7 @@ def run_generate(
         backend.close()
         cache.close()
     started = time.perf_counter()
-    filter_candidates(candidates, blend, cfg)
+    filter_candidates(candidates, stage_cfg.teacher, cfg)
     timings["filter"] = time.perf_counter() - started
     rows = []
     report.read(SOURCE, len(candidates))
@@ -571,13 +574,13 @@ def run_generate(
         rows_to_table(rows, TableKind.PAIRS),
         out_dir,
         TableKind.PAIRS,
-        rows_per_shard=blend.output.rows_per_shard,
+        rows_per_shard=stage_cfg.rows_per_shard,
         config={
             "generator": cfg.model_dump(mode="json", exclude={"cache_dir"}),
-            "teacher": blend.teacher.model_dump(mode="json", exclude={"cache_dir"}),
+            "teacher": stage_cfg.teacher.model_dump(mode="json", exclude={"cache_dir"}),
             "prompt_ids": prompt_ids,
         },
-        seeds={"generate": blend.seed},
+        seeds={"generate": stage_cfg.seed},
     )
     report.details = {
         "backend": cfg.backend,

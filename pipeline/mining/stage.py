@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from embedcurate.pipeline.blend import BlendConfig
+from embedcurate.pipeline.blend import MineStageConfig
 from embedcurate.pipeline.errors import EmbedCurateError, InputError
 from embedcurate.pipeline.mining.embed_cache import (
     EmbeddingCache,
@@ -168,7 +168,11 @@ class Miner:
     """Mines one run: the teacher, its cache, the index per pool and the rules."""
 
     def __init__(
-        self, cfg: BlendConfig, teacher: Teacher, cache: EmbeddingCache | None, report: StageReport
+        self,
+        cfg: MineStageConfig,
+        teacher: Teacher,
+        cache: EmbeddingCache | None,
+        report: StageReport,
     ) -> None:
         self.cfg = cfg
         self.mining = cfg.mining
@@ -495,14 +499,14 @@ def pool_order(inputs: MineInputs) -> list[str]:
     return sorted(keys)
 
 
-def open_cache(cfg: BlendConfig, teacher: Teacher, use_cache: bool) -> EmbeddingCache | None:
+def open_cache(cfg: MineStageConfig, teacher: Teacher, use_cache: bool) -> EmbeddingCache | None:
     if not use_cache:
         return None
     root = cfg.teacher.cache_dir or default_cache_root()
     return EmbeddingCache(root, teacher.fingerprint)
 
 
-def check_window(cfg: BlendConfig) -> None:
+def check_window(cfg: MineStageConfig) -> None:
     from embedcurate.pipeline.mining.index import num_gpus
 
     if cfg.mining.range_max > GPU_MAX_K and num_gpus() > 0:
@@ -619,12 +623,15 @@ def mining_details(miner: Miner, elapsed_s: float) -> dict[str, Any]:
 def run_mine(
     inputs: MineInputs,
     out_dir: Path,
-    cfg: BlendConfig,
+    cfg: MineStageConfig,
     *,
     teacher: Teacher | None = None,
-    use_cache: bool = True,
+    use_cache: bool | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> StageReport:
     """Mine hard negatives for every pairs row; write the MINED set and its report to out_dir.
+
+    `provenance` (the resolved blend) is recorded in the manifest instead of the section.
 
     `teacher` defaults to `pipeline.teacher.load_teacher(cfg.teacher)`; pass one to reuse a
     loaded model or to mine with a custom embedder.
@@ -637,12 +644,13 @@ def run_mine(
         from embedcurate.pipeline.mining.teacher import load_teacher
 
         teacher = load_teacher(cfg.teacher)
+    use_cache = cfg.teacher.cache if use_cache is None else use_cache
     miner = Miner(cfg, teacher, open_cache(cfg, teacher, use_cache), report)
     with ShardWriter(
         out_dir,
         TableKind.MINED,
-        rows_per_shard=cfg.output.rows_per_shard,
-        config=cfg.resolved(),
+        rows_per_shard=cfg.rows_per_shard,
+        config=provenance or cfg.model_dump(mode="json"),
         seeds={"mining": cfg.seed},
         extra={"teacher": teacher.name, "mining_rule": str(miner.rule)},
     ) as writer:
@@ -694,13 +702,13 @@ class Calibration:
 
 def calibrate_mining(
     inputs: MineInputs,
-    cfg: BlendConfig,
+    cfg: MineStageConfig,
     *,
     teacher: Teacher | None = None,
     max_rows: int = 2000,
     percents: Sequence[float] = PERCPOS_GRID,
     margins: Sequence[float] = MARGINPOS_GRID,
-    use_cache: bool = True,
+    use_cache: bool | None = None,
 ) -> Calibration:
     """Score the first `max_rows` rows as mining would, and what each rule would drop.
 
@@ -714,6 +722,7 @@ def calibrate_mining(
 
         teacher = load_teacher(cfg.teacher)
     report = StageReport(stage="calibrate")
+    use_cache = cfg.teacher.cache if use_cache is None else use_cache
     miner = Miner(cfg, teacher, open_cache(cfg, teacher, use_cache), report)
     pos_scores: list[float] = []
     windows: list[np.ndarray] = []

@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedcurate.pipeline.blend import BlendConfig, SourceConfig
+from embedcurate.pipeline.blend import SourceConfig, SourcesStageConfig
 from embedcurate.pipeline.errors import BadRowPolicy, ConfigError, InputError
 from embedcurate.pipeline.instructions import (
     SYMMETRIC_BY_DEFAULT,
@@ -89,14 +89,7 @@ def corpus_dir(out_dir: Path, source_name: str) -> Path:
 
 def default_task_name(source: SourceConfig, table: InstructionTable) -> str:
     """`task`, else the first of the folder, hub dataset and source names the table knows."""
-    if source.task:
-        return source.task
-    candidates = [source.name]
-    if source.hub_id:
-        candidates.insert(0, source.hub_id.rsplit("/", 1)[-1])
-    if source.kind == "beir" and source.path is not None:
-        candidates.insert(0, source.path.name)
-    return next((name for name in candidates if name in table), candidates[0])
+    return source.task_name(table)
 
 
 def resolve_task(source: SourceConfig, table: InstructionTable) -> SourceTask:
@@ -251,11 +244,11 @@ class _CorpusSink:
             self.buffer = {}
 
 
-def _corpus_writer(source: SourceConfig, out_dir: Path, cfg: BlendConfig) -> ShardWriter:
+def _corpus_writer(source: SourceConfig, out_dir: Path, cfg: SourcesStageConfig) -> ShardWriter:
     return ShardWriter(
         corpus_dir(out_dir, source.name),
         TableKind.CORPUS,
-        rows_per_shard=cfg.output.rows_per_shard,
+        rows_per_shard=cfg.rows_per_shard,
         config={"source": source.model_dump(mode="json")},
     )
 
@@ -264,7 +257,7 @@ def _beir_rows(
     source: SourceConfig,
     task: SourceTask,
     out_dir: Path,
-    cfg: BlendConfig,
+    cfg: SourcesStageConfig,
     policy: BadRowPolicy,
     report: StageReport,
 ) -> tuple[BuiltRows, int]:
@@ -334,7 +327,7 @@ def _counted_drop(report: StageReport, source_name: str) -> Callable[[str], None
 def _flat_rows(
     source: SourceConfig,
     task: SourceTask,
-    cfg: BlendConfig,
+    cfg: SourcesStageConfig,
     policy: BadRowPolicy,
     report: StageReport,
     counter: SourceCounter,
@@ -366,7 +359,7 @@ def _flat_rows(
         reader,
         counter,
         seed=cfg.seed,
-        num_negatives=cfg.mining.num_negatives,
+        num_negatives=cfg.num_negatives,
     )
 
 
@@ -375,7 +368,7 @@ def _stage_source(
     task: SourceTask,
     out_dir: Path,
     staging_dir: Path,
-    cfg: BlendConfig,
+    cfg: SourcesStageConfig,
     report: StageReport,
 ) -> _Staged:
     """Build a source's candidate rows (writing its corpus) and stage them as one Parquet."""
@@ -420,7 +413,7 @@ def _write_selected(
     staged: _Staged,
     allotment: Allotment,
     out_dir: Path,
-    cfg: BlendConfig,
+    cfg: SourcesStageConfig,
     table_hash: str,
 ) -> None:
     table = pq.read_table(staged.path, memory_map=True)
@@ -431,12 +424,12 @@ def _write_selected(
         selected,
         pairs_dir(out_dir, source.name),
         TableKind.PAIRS,
-        rows_per_shard=cfg.output.rows_per_shard,
+        rows_per_shard=cfg.rows_per_shard,
         config={
             "source": source.model_dump(mode="json"),
             "seed": cfg.seed,
             "instructions_hash": table_hash,
-            "num_negatives": cfg.mining.num_negatives,
+            "num_negatives": cfg.num_negatives,
             "rows_kept": allotment.kept,
         },
         seeds={"seed": cfg.seed},
@@ -470,9 +463,10 @@ def _save_source_report(report: StageReport, name: str, out_dir: Path) -> None:
     own.finish().save(pairs_dir(out_dir, name))
 
 
-def run_sources(sources: Sequence[SourceConfig], out_dir: Path, cfg: BlendConfig) -> StageReport:
+def run_sources(out_dir: Path, cfg: SourcesStageConfig) -> StageReport:
     """Write every source's PAIRS (and CORPUS, where it brings documents) under `out_dir`."""
     out_dir = Path(out_dir)
+    sources = cfg.sources
     table = load_instruction_table()
     report = StageReport(stage="sources", out_dir=str(out_dir))
     tasks = {source.name: resolve_task(source, table) for source in sources}
@@ -492,7 +486,7 @@ def run_sources(sources: Sequence[SourceConfig], out_dir: Path, cfg: BlendConfig
             max_rows={source.name: source.max_rows for source in sources},
             weights={source.name: source.weight for source in sources},
             stage_of={name: s.task.stage for name, s in staged.items()},
-            stage_budgets=dict(cfg.output.max_rows_per_stage),
+            stage_budgets=dict(cfg.max_rows_per_stage),
         )
         report.details["sources"] = {}
         for source in sources:

@@ -18,7 +18,7 @@ from embedcurate.model.embedder import Embedder
 from embedcurate.model.io import load_embedder
 from embedcurate.model.losses import InfoNCELoss
 from embedcurate.model.trainer import Trainer, list_checkpoints, train
-from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.blend import TemplateStageConfig, parse_blend
 from embedcurate.pipeline.schemas import TableKind, rows_to_table
 from embedcurate.pipeline.shards import write_shards
 from embedcurate.pipeline.train_rows import run_template
@@ -249,7 +249,7 @@ def test_trains_both_stages_on_shards_the_template_stage_wrote(
     mined = tmp_path / "mined"
     write_shards(rows_to_table(mined_rows(), TableKind.MINED), mined, TableKind.MINED)
     blend = parse_blend({"name": "unit", "generator": {}, "mining": {"num_negatives": 3}})
-    run_template(mined, tmp_path / "train", blend)
+    run_template(mined, tmp_path / "train", TemplateStageConfig.of(blend))
     templated = TrainShards(tmp_path / "train")
     symmetric = [
         row

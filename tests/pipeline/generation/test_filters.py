@@ -178,7 +178,7 @@ def test_teacher_checks_drop_near_duplicates_and_failed_round_trips() -> None:
     ]
     candidates[3].verdict = drop("json_invalid")  # already dropped: not re-judged
     cfg = GeneratorConfig(round_trip_top_k=2, near_duplicate_threshold=0.8)
-    filter_candidates(candidates, BlendConfig(name="t", generator=cfg), cfg)
+    filter_candidates(candidates, BlendConfig(name="t", generator=cfg).teacher, cfg)
     assert [c.verdict.reason for c in candidates] == [
         None,
         "near_duplicate",
@@ -193,5 +193,5 @@ def test_rows_are_dropped_when_the_teacher_cannot_load(tmp_path) -> None:
     blend = BlendConfig(
         name="t", generator=cfg, teacher=TeacherConfig(model=str(tmp_path / "no-such-model"))
     )
-    filter_candidates(candidates, blend, cfg)
+    filter_candidates(candidates, blend.teacher, cfg)
     assert candidates[0].verdict.reason == "check_failed:teacher"

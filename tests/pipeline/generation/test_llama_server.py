@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig
+from embedcurate.pipeline.blend import BlendConfig, GenerateStageConfig, GeneratorConfig
 from embedcurate.pipeline.generation.openai_backend import OpenAIBackend
 from embedcurate.pipeline.generation.prompts import Message, RenderedPrompt
 from embedcurate.pipeline.generation.stage import run_generate
@@ -55,7 +55,7 @@ def test_generate_through_llama_cpp_server_then_rerun_from_cache(
     generator = _generator(llama_server, tmp_path / "cache")
     blend = BlendConfig(name="llama-server-test", generator=generator)
     posts_before = llama_server.count_posts("/v1/completions")
-    report = run_generate(generator, tmp_path / "one", blend)
+    report = run_generate(tmp_path / "one", GenerateStageConfig.of(blend))
     posts = llama_server.count_posts("/v1/completions") - posts_before
 
     assert validate_shards(tmp_path / "one", TableKind.PAIRS) == []
@@ -65,7 +65,7 @@ def test_generate_through_llama_cpp_server_then_rerun_from_cache(
     assert posts == calls["num_backend_calls"] == calls["num_requests"] > 2
     assert calls["completion_tokens"] > 0
 
-    again = run_generate(generator, tmp_path / "two", blend)
+    again = run_generate(tmp_path / "two", GenerateStageConfig.of(blend))
     assert llama_server.count_posts("/v1/completions") - posts_before == posts  # no new calls
     assert again.details["calls"]["num_cache_hits"] == calls["num_requests"]
     hashes = [[e.sha256 for e in read_manifest(tmp_path / d).shards] for d in ("one", "two")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from embedcurate.pipeline.blend import BlendConfig, GeneratorConfig
+from embedcurate.pipeline.blend import BlendConfig, GenerateStageConfig, GeneratorConfig
 from embedcurate.pipeline.generation.prompts import load_template
 from embedcurate.pipeline.generation.stage import SOURCE, run_generate
 from embedcurate.pipeline.manifest import read_manifest
@@ -40,7 +40,7 @@ def test_generated_pairs_rows_carry_task_prompt_and_provenance(tmp_path: Path) -
         server.copy_query_when("ambiguous")  # such answers must be caught by the copy check
         blend = _blend(server, tmp_path / "cache")
         assert blend.generator is not None
-        report = run_generate(blend.generator, out, blend)
+        report = run_generate(out, GenerateStageConfig.of(blend))
 
     assert validate_shards(out, TableKind.PAIRS) == []
     saved = StageReport.load(out / "report.json")
@@ -80,9 +80,9 @@ def test_a_second_run_makes_no_calls_and_writes_the_same_shards(tmp_path: Path) 
     with ScriptedServer() as server:
         blend = _blend(server, tmp_path / "cache", num_tasks=2, examples_per_task=2)
         assert blend.generator is not None
-        first = run_generate(blend.generator, tmp_path / "one", blend)
+        first = run_generate(tmp_path / "one", GenerateStageConfig.of(blend))
         calls_after_first = server.num_calls
-        second = run_generate(blend.generator, tmp_path / "two", blend)
+        second = run_generate(tmp_path / "two", GenerateStageConfig.of(blend))
         assert server.num_calls == calls_after_first  # counted at the server
     assert second.details["calls"]["num_backend_calls"] == 0
     assert second.details["calls"]["num_cache_hits"] == first.details["calls"]["num_requests"]
@@ -101,7 +101,7 @@ def test_sts_and_classification_rows_feed_stage_two(tmp_path: Path) -> None:
             examples_per_task=2,
         )
         assert blend.generator is not None
-        report = run_generate(blend.generator, out, blend)
+        report = run_generate(out, GenerateStageConfig.of(blend))
     rows = read_shards(out).to_pylist()
     by_type = {row["task_type"]: row for row in rows}
     assert set(by_type) == {"sts", "classification"}
@@ -119,7 +119,7 @@ def test_chat_models_answer_in_one_request_with_a_json_response_format(tmp_path:
     with ScriptedServer() as server:
         blend = _blend(server, tmp_path / "cache", model_kind="chat", num_tasks=2)
         assert blend.generator is not None
-        report = run_generate(blend.generator, out, blend)
+        report = run_generate(out, GenerateStageConfig.of(blend))
         bodies = [call["body"] for call in server.calls]
     assert report.details["prompt_form"] == "chat"
     assert report.details["guided_json"] is True

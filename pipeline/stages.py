@@ -1,0 +1,305 @@
+"""The stage registry: every stage of a curate run, listed once, in run order.
+
+Each entry names the tables a stage reads and writes, the blend section it takes (`None`
+when the blend leaves the stage off), and how it runs inside a run folder. The Prefect
+flow, the `mine` and `pairs` commands, the card's stage order and the Prefect counts table
+all walk this list; nothing else writes the order down.
+
+A stage that reads a table and writes the same table (decontaminate: pairs -> pairs)
+replaces it for the stages after it; stages that read nothing (sources, generate) add to
+it. Stage modules are imported only when their stage runs, so importing the registry stays
+cheap and free of import cycles (the card imports the order from here).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from embedcurate.pipeline.blend import (
+    BlendConfig,
+    DecontaminateStageConfig,
+    GenerateStageConfig,
+    MineStageConfig,
+    SourcesStageConfig,
+    TemplateStageConfig,
+)
+from embedcurate.pipeline.manifest import MANIFEST_NAME
+from embedcurate.pipeline.report import StageReport
+
+logger = logging.getLogger(__name__)
+
+Tables = dict[str, list[Path]]  # table name ("pairs", "corpus", "mined", "train") -> shard sets
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Where a stage runs and what it records besides its section."""
+
+    run_dir: Path
+    provenance: dict[str, Any] | None = None  # the resolved blend, for manifests
+    run_id: str | None = None  # the orchestrator's run id, for the card
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: its tables, its blend section and how it runs in a run folder."""
+
+    name: str
+    purpose: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    section: Callable[[BlendConfig], Any | None]
+    run: Callable[[Tables, StageContext, Any], StageReport]
+    outputs: Callable[[Tables, Path, Any], Tables]
+    parts: Callable[[Any], list[Any]] = field(default=lambda cfg: [cfg])
+    skippable: bool = True  # False: always rerun (the card reads every report afresh)
+
+    def part_name(self, cfg: Any) -> str:
+        """The name a part's skip record is kept under (sources run one part per group)."""
+        if isinstance(cfg, SourcesStageConfig):
+            return f"{self.name}-" + "+".join(s.name for s in cfg.sources)
+        return self.name
+
+
+# -- how each stage runs inside a run folder -----------------------------------------------
+
+
+def _sources_outputs(_: Tables, run_dir: Path, cfg: SourcesStageConfig) -> Tables:
+    return {
+        "pairs": [run_dir / "pairs" / s.name for s in cfg.sources],
+        "corpus": [run_dir / "corpus" / s.name for s in cfg.sources],
+    }
+
+
+def _run_sources(_: Tables, ctx: StageContext, cfg: SourcesStageConfig) -> StageReport:
+    from embedcurate.pipeline.sources.stage import run_sources
+
+    return run_sources(ctx.run_dir, cfg)
+
+
+def _source_parts(cfg: SourcesStageConfig) -> list[SourcesStageConfig]:
+    """One part per source, unless stage row budgets tie them: `output.max_rows_per_stage`
+    shares one budget among a stage's sources by weight, so they must be read together."""
+    if cfg.max_rows_per_stage or len(cfg.sources) <= 1:
+        return [cfg]
+    return [cfg.only([source]) for source in cfg.sources]
+
+
+def _sources_section(blend: BlendConfig) -> SourcesStageConfig | None:
+    return SourcesStageConfig.of(blend) if blend.sources else None
+
+
+def _generate_outputs(_: Tables, run_dir: Path, __: GenerateStageConfig) -> Tables:
+    return {"pairs": [run_dir / "pairs" / "synthetic"]}
+
+
+def _run_generate(_: Tables, ctx: StageContext, cfg: GenerateStageConfig) -> StageReport:
+    from embedcurate.pipeline.generation.stage import run_generate
+
+    return run_generate(ctx.run_dir / "pairs" / "synthetic", cfg)
+
+
+def _decontaminate_section(blend: BlendConfig) -> DecontaminateStageConfig | None:
+    if blend.decontamination is None or not blend.decontamination.eval_sets:
+        return None
+    return DecontaminateStageConfig.of(blend)
+
+
+def _decontaminate_outputs(inputs: Tables, run_dir: Path, _: Any) -> Tables:
+    return {"pairs": [run_dir / "clean" / d.name for d in inputs.get("pairs", [])]}
+
+
+def _run_decontaminate(
+    inputs: Tables, ctx: StageContext, cfg: DecontaminateStageConfig
+) -> StageReport:
+    from embedcurate.pipeline.decontam import run_decontaminate
+
+    return run_decontaminate(
+        inputs.get("pairs", []), ctx.run_dir / "clean", cfg, provenance=ctx.provenance
+    )
+
+
+def _run_mine(inputs: Tables, ctx: StageContext, cfg: MineStageConfig) -> StageReport:
+    from embedcurate.pipeline.mining.stage import MineInputs, run_mine
+
+    mine_inputs = MineInputs(
+        pairs_dirs=list(inputs.get("pairs", [])),
+        corpus_dirs={d.name: d for d in inputs.get("corpus", [])},
+    )
+    return run_mine(mine_inputs, ctx.run_dir / "mined", cfg, provenance=ctx.provenance)
+
+
+def _run_template(inputs: Tables, ctx: StageContext, cfg: TemplateStageConfig) -> StageReport:
+    from embedcurate.pipeline.train_rows import run_template
+
+    (mined_dir,) = inputs["mined"]
+    return run_template(mined_dir, ctx.run_dir / "train", cfg, provenance=ctx.provenance)
+
+
+def _run_card(inputs: Tables, ctx: StageContext, blend: BlendConfig) -> StageReport:
+    from embedcurate.pipeline.card.build import run_card
+
+    (train_dir,) = inputs["train"]
+    return run_card(train_dir, ctx.run_dir, blend, run_id=ctx.run_id)
+
+
+def _fixed(table: str, folder: str) -> Callable[[Tables, Path, Any], Tables]:
+    return lambda _inputs, run_dir, _cfg: {table: [run_dir / folder]}
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec(
+        name="sources",
+        purpose="public and local datasets -> pairs (and the corpus they bring)",
+        reads=(),
+        writes=("pairs", "corpus"),
+        section=_sources_section,
+        run=_run_sources,
+        outputs=_sources_outputs,
+        parts=_source_parts,
+    ),
+    StageSpec(
+        name="generate",
+        purpose="synthetic pairs by an LLM, the E5-Mistral way",
+        reads=(),
+        writes=("pairs",),
+        section=lambda blend: GenerateStageConfig.of(blend) if blend.generator else None,
+        run=_run_generate,
+        outputs=_generate_outputs,
+    ),
+    StageSpec(
+        name="decontaminate",
+        purpose="drop pairs that overlap the evaluation sets",
+        reads=("pairs",),
+        writes=("pairs",),
+        section=_decontaminate_section,
+        run=_run_decontaminate,
+        outputs=_decontaminate_outputs,
+    ),
+    StageSpec(
+        name="mine",
+        purpose="hard negatives by a teacher on FAISS, positive-aware -> mined",
+        reads=("pairs", "corpus"),
+        writes=("mined",),
+        section=MineStageConfig.of,
+        run=_run_mine,
+        outputs=_fixed("mined", "mined"),
+    ),
+    StageSpec(
+        name="template",
+        purpose="instruction templates and k negatives -> train shards",
+        reads=("mined",),
+        writes=("train",),
+        section=TemplateStageConfig.of,
+        run=_run_template,
+        outputs=_fixed("train", "train"),
+    ),
+    StageSpec(
+        name="card",
+        purpose="the data card beside the train shards",
+        reads=("train",),
+        writes=(),
+        section=lambda blend: blend,
+        run=_run_card,
+        outputs=lambda _inputs, _run_dir, _cfg: {},
+        skippable=False,
+    ),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STAGES)
+
+
+def get_stage(name: str) -> StageSpec:
+    for spec in STAGES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+
+
+def stage_rank(name: str) -> int:
+    """A stage's position in run order; unknown names sort last."""
+    return STAGE_NAMES.index(name) if name in STAGE_NAMES else len(STAGE_NAMES)
+
+
+def stage_inputs(spec: StageSpec, tables: Mapping[str, Sequence[Path]]) -> Tables:
+    return {table: list(tables.get(table, [])) for table in spec.reads}
+
+
+def written(outputs: Tables) -> Tables:
+    """The planned outputs that a stage actually wrote (a source without documents writes
+    no corpus; a folder without a manifest is an unfinished write)."""
+    return {
+        table: [d for d in dirs if (d / MANIFEST_NAME).is_file()] for table, dirs in outputs.items()
+    }
+
+
+def merge_tables(tables: Tables, spec: StageSpec, produced: Tables) -> None:
+    """Add a stage's outputs to the run's tables: a stage that reads a table it also writes
+    replaces it; a stage that reads nothing adds to it."""
+    for table, dirs in produced.items():
+        if table in spec.reads:
+            tables[table] = list(dirs)
+        else:
+            tables[table] = [*tables.get(table, []), *dirs]
+
+
+def local_paths(section: Any) -> list[Path]:
+    """Local files a section points at (source files, eval sets), for skip keys: data edited
+    in place must rerun its stage. Cache folders are not inputs and are left out."""
+    from embedcurate.pipeline.blend import MACHINE_LOCAL_KEYS
+
+    found: list[Path] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                if name not in MACHINE_LOCAL_KEYS:
+                    walk(getattr(value, name))
+        elif isinstance(value, Path):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(section)
+    return found
+
+
+def run_stages(
+    blend: BlendConfig,
+    run_dir: Path,
+    names: Iterable[str] | None = None,
+    *,
+    tables: Tables | None = None,
+    run_id: str | None = None,
+) -> tuple[Tables, dict[str, StageReport]]:
+    """Run the named stages (default: every stage the blend turns on) in registry order, in
+    this process; returns the run's tables and each stage's report.
+
+    The Prefect flow walks the same list with tasks, skip keys and concurrency (and splits a
+    stage into its parts); this is the walk for commands that need none of that."""
+    wanted = set(STAGE_NAMES if names is None else names)
+    unknown = wanted - set(STAGE_NAMES)
+    if unknown:
+        raise KeyError(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGE_NAMES)}")
+    run_dir = Path(run_dir)
+    tables = {k: list(v) for k, v in (tables or {}).items()}
+    context = StageContext(run_dir=run_dir, provenance=blend.resolved(), run_id=run_id)
+    reports: dict[str, StageReport] = {}
+    for spec in STAGES:
+        section = spec.section(blend) if spec.name in wanted else None
+        if section is None:
+            continue
+        inputs = stage_inputs(spec, tables)
+        logger.info("stage %s: %s", spec.name, spec.purpose)
+        reports[spec.name] = spec.run(inputs, context, section)
+        merge_tables(tables, spec, written(spec.outputs(inputs, run_dir, section)))
+    return tables, reports
