@@ -19,7 +19,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,23 +27,11 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from embedcurate.model.config import StageConfig
-from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.schemas import TableKind, schema_for
 from embedcurate.pipeline.shards import iter_shards, require_valid
 
 logger = logging.getLogger(__name__)
 
-_COLUMNS = [
-    "example_id",
-    "task_type",
-    "task_name",
-    "stage",
-    "query",
-    "query_instruction_chars",
-    "positive",
-    "negatives",
-    "doc_instruction_chars",
-    "label",
-]
 # A stage-2 row waits this many batches' worth of rows for a batch without its label before
 # it is placed next to a same-label row anyway (binary tasks cannot fill a batch otherwise).
 _LABEL_PATIENCE_BATCHES = 4
@@ -95,6 +83,20 @@ class TrainShards:
                     yield pending.pop()
         rng.shuffle(pending)
         yield from pending
+
+
+def _train_columns() -> list[str]:
+    """The TRAIN columns a `TrainRow` reads, in schema order, taken from the data contract so
+    a renamed or dropped column fails here, at import, not mid-training."""
+    wanted = {f.name for f in fields(TrainRow)}
+    columns = [f.name for f in schema_for(TableKind.TRAIN) if f.name in wanted]
+    missing = wanted - set(columns)
+    if missing:
+        raise RuntimeError(f"TrainRow fields missing from the TRAIN schema: {sorted(missing)}")
+    return columns
+
+
+_COLUMNS = _train_columns()
 
 
 def _table_rows(table: pa.Table, stages: set[int]) -> Iterator[TrainRow]:
