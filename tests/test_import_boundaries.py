@@ -9,6 +9,7 @@ the data contract and the packaged-model resolver; `flows` never imports the CLI
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -174,15 +175,30 @@ def test_the_folders_are_importable_only_under_the_one_name(tmp_path: Path) -> N
     assert result.stdout.strip() == "[]"
 
 
+def _copy_of_the_tree(dest: Path) -> Path:
+    """The files git would commit, copied, so building leaves nothing in the checkout."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
 def test_the_wheel_installs_one_top_level_name(tmp_path: Path) -> None:
+    tree = _copy_of_the_tree(tmp_path / "tree")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
+         "-w", str(tmp_path / "dist"), str(tree)],
         check=True,
         capture_output=True,
         cwd=tmp_path,
     )  # fmt: skip
-    (wheel,) = tmp_path.glob("embedcurate-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("embedcurate-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]
