@@ -149,8 +149,9 @@ def _preprocessing(reports: Iterable[StageReport]) -> list[str]:
     lines = []
     for report in reports:
         dropped = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.dropped.items()))
+        sources = ", ".join(sorted(report.sources))
         lines.append(
-            f"{report.stage}: {report.num_in} rows in, {report.num_kept} kept"
+            f"{report.stage} ({sources}): {report.num_in} rows in, {report.num_kept} kept"
             + (f", dropped {dropped}" if dropped else ", none dropped")
         )
     return lines or ["No stage report was found beside the shards: drop counts are unknown."]

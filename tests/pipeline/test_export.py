@@ -231,7 +231,7 @@ def test_croissant_beside_train_and_export_loads_with_mlcroissant(
         assert payload["rai:dataLimitations"]
     export_payload = json.loads((out / "croissant.json").read_text())
     assert (
-        "export: 14 rows in, 12 kept, dropped fewer_negatives: 2"
+        "export (qa, sts): 14 rows in, 12 kept, dropped fewer_negatives: 2"
         in export_payload["rai:dataPreprocessingProtocol"]
     )
     names = [field["name"] for field in export_payload["recordSet"][0]["field"]]
