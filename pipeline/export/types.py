@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from embedcurate.pipeline.shards import DEFAULT_ROWS_PER_SHARD, ShardFormat
 
@@ -27,6 +27,12 @@ class ExportConfig(BaseModel):
     strip_instruction: bool = False
     stage: StageChoice = "all"
     rows_per_shard: int = Field(default=DEFAULT_ROWS_PER_SHARD, ge=1)
+
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _stage_as_text(cls, value: Any) -> Any:
+        """`stage=2` from Python means the same as `--stage 2` on the command line."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     def wants_stage(self, stage: int) -> bool:
         return self.stage == "all" or int(self.stage) == stage

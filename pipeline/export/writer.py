@@ -35,6 +35,7 @@ FORMATS: dict[str, TrainerFormat] = {
     for trainer in (sentence_transformers.FORMAT, flagembedding.FORMAT, tevatron.FORMAT)
 }
 EXPORT_KIND_PREFIX = "export/"
+EXPORT_TMP_SUFFIX = ".export.tmp"
 MinedIds = dict[str, tuple[str | None, str | None, list[str]]]
 
 
@@ -141,6 +142,15 @@ def export_records(
         yield records
 
 
+def _remove_leftovers(out_dir: Path) -> None:
+    """Temporary folders of earlier exports to the same `out_dir` that were killed midway."""
+    if not out_dir.parent.is_dir():
+        return
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*{EXPORT_TMP_SUFFIX}"):
+        logger.info("removing %s, left by an export that did not finish", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _refuse_existing(out_dir: Path) -> None:
     if out_dir.exists():
         raise EmbedCurateError(
@@ -167,8 +177,8 @@ def run_export(
             Path(mined_dir) if mined_dir else default_mined_dir(train_dir), train_dir
         )
     report = StageReport(stage="export", out_dir=str(out_dir))
-    tmp_dir = out_dir.parent / f".{out_dir.name}.{os.getpid()}.export.tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    _remove_leftovers(out_dir)
+    tmp_dir = out_dir.parent / f".{out_dir.name}.{os.getpid()}{EXPORT_TMP_SUFFIX}"
     try:
         writer = ShardWriter(
             tmp_dir,

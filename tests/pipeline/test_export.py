@@ -317,3 +317,25 @@ def test_one_hub_licence_stays_an_id_and_anything_else_is_other() -> None:
     assert license_fields(["apache-2.0", "apache-2.0"]) == {"license": "apache-2.0"}
     assert license_fields(["machine-generated"])["license"] == "other"
     assert license_fields(["mit", "cc-by-4.0"])["license_name"] == "per-source"
+
+
+def test_a_killed_export_leaves_no_output_and_is_cleaned_up(run_dir: Path, tmp_path: Path) -> None:
+    leftover = tmp_path / ".st.4242.export.tmp"
+    (leftover / "data").mkdir(parents=True)
+    (leftover / "data" / ".part-00000.parquet").write_bytes(b"half")
+    run_export(run_dir / "train", tmp_path / "st", ExportConfig(format="sentence-transformers"))
+    assert not leftover.exists()
+    assert validate_shards(tmp_path / "st") == []
+
+
+def test_stage_may_be_given_as_a_number() -> None:
+    assert ExportConfig(format="tevatron", stage=2).stage == "2"
+    with pytest.raises(ValidationError, match="stage"):
+        ExportConfig(format="tevatron", stage=3)
+
+
+def test_croissant_is_rewritten_byte_for_byte(run_dir: Path) -> None:
+    path = run_dir / "train" / "croissant.json"
+    first = path.read_bytes()
+    run_card(run_dir / "train", run_dir)
+    assert path.read_bytes() == first
