@@ -339,3 +339,18 @@ def test_croissant_is_rewritten_byte_for_byte(run_dir: Path) -> None:
     first = path.read_bytes()
     run_card(run_dir / "train", run_dir)
     assert path.read_bytes() == first
+
+
+@pytest.mark.parametrize("format_name", ["sentence-transformers", "flagembedding", "tevatron"])
+def test_an_export_folder_loads_as_a_hub_dataset_without_warnings(
+    run_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, format_name: str
+) -> None:
+    import datasets
+
+    out = tmp_path / "export"
+    run_export(run_dir / "train", out, ExportConfig(format=format_name))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(loaded) == read_manifest(out).num_rows == 12
+    assert [r for r in caplog.records if r.name.startswith("datasets")] == []
