@@ -354,3 +354,19 @@ def test_an_export_folder_loads_as_a_hub_dataset_without_warnings(
         loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
     assert len(loaded) == read_manifest(out).num_rows == 12
     assert [r for r in caplog.records if r.name.startswith("datasets")] == []
+
+
+def test_validation_checks_jsonl_shards_and_their_data_folder(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "flag"
+    run_export(run_dir / "train", out, ExportConfig(format="flagembedding"))
+    assert validate_shards(out, "export/flagembedding") == []
+    as_train = validate_shards(out, "train")
+    assert "manifest.json: holds a export/flagembedding table, expected train" in as_train
+    (out / "data" / "notes.jsonl").write_text("{}\n")
+    shard = out / "data" / "train-00000-of-00001.jsonl"
+    shard.write_text(shard.read_text().replace("wrong passage", "right passage"))
+    problems = validate_shards(out)
+    assert "data/notes.jsonl: extra file not listed in manifest.json" in problems
+    assert any(p.startswith("data/train-00000-of-00001.jsonl: sha256 mismatch") for p in problems)
