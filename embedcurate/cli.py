@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "embedcurate.commands.mine",
     "embedcurate.commands.server",
     "embedcurate.commands.generate",
+    "embedcurate.commands.export",
 )
 
 app = typer.Typer(

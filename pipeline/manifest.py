@@ -6,6 +6,7 @@ final name. A folder without one is an unfinished write and readers refuse it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,12 @@ class Manifest:
     @property
     def num_rows(self) -> int:
         return sum(entry.rows for entry in self.shards)
+
+    @property
+    def content_hash(self) -> str:
+        """One hash for the whole set: over each shard's name and sha256, in order."""
+        text = "\n".join(f"{entry.file} {entry.sha256}" for entry in self.shards)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)

@@ -6,6 +6,10 @@ Layout of a shard set (one folder)::
     ...
     manifest.json                  rows, bytes and sha256 per shard; schema fingerprint; config
 
+Besides the pipeline's own tables, a writer takes any explicit Arrow schema and may write JSON
+Lines (one object per row) into a sub-folder: that is how exports for other trainers are
+written and validated with the same machinery.
+
 Writing goes through hidden `.part-NNNNN.parquet` files (each written to a temporary name,
 fsynced and renamed); only when all parts exist are they renamed to their final
 `train-i-of-N` names and the manifest is written, last. A writer killed at any point leaves
@@ -14,11 +18,12 @@ no manifest, so no reader takes the folder for a complete set, and a rerun start
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -47,16 +52,25 @@ from embedcurate.pipeline.schemas import (
 logger = logging.getLogger(__name__)
 
 SHARD_PREFIX = "train"
-SHARD_PATTERN = re.compile(r"^train-(\d{5})-of-(\d{5})\.parquet$")
-PART_PATTERN = re.compile(r"^\.part-(\d{5})\.parquet$")
+ShardFormat = Literal["parquet", "jsonl"]
+SHARD_PATTERN = re.compile(r"^train-(\d{5})-of-(\d{5})\.(parquet|jsonl)$")
+PART_PATTERN = re.compile(r"^\.part-(\d{5})\.(parquet|jsonl)$")
 DEFAULT_ROWS_PER_SHARD = 20_000
-# Files a shard folder may hold beside its shards: the card, its plots, stage reports.
-ALLOWED_SIDE_FILES = {MANIFEST_NAME, "README.md", "card.json", "card.html", "report.json"}
+# Files a shard folder may hold beside its shards: the card, its plots, stage reports and the
+# Croissant metadata.
+ALLOWED_SIDE_FILES = {
+    MANIFEST_NAME,
+    "README.md",
+    "card.json",
+    "card.html",
+    "report.json",
+    "croissant.json",
+}
 ALLOWED_SIDE_DIRS = {"plots", "reports"}
 
 
-def shard_name(index: int, total: int) -> str:
-    return f"{SHARD_PREFIX}-{index:05d}-of-{total:05d}.parquet"
+def shard_name(index: int, total: int, file_format: ShardFormat = "parquet") -> str:
+    return f"{SHARD_PREFIX}-{index:05d}-of-{total:05d}.{file_format}"
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
@@ -66,8 +80,30 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
         )
 
 
+def _write_jsonl(table: pa.Table, path: Path) -> None:
+    """One JSON object per row, keys in schema order, UTF-8 kept as is (byte-stable)."""
+    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8")
+
+
+_FILE_WRITERS = {"parquet": _write_parquet, "jsonl": _write_jsonl}
+
+
+def table_kind(kind: str) -> TableKind | None:
+    """The pipeline table `kind` names, or None for a self-described set (an export)."""
+    try:
+        return TableKind(kind)
+    except ValueError:
+        return None
+
+
 class ShardWriter:
     """Stream tables into a shard set of `kind`, `rows_per_shard` rows per file.
+
+    `kind` is a pipeline table, or with an explicit `schema` any name (an export's format);
+    `file_format` picks Parquet or JSON Lines and `subdir` a folder for the data files (some
+    trainers read every `.json*` file of the folder they are given).
 
     Use as a context manager: the set is finalised (renamed, manifest written) only on a
     clean exit. Output bytes depend only on the rows and the settings, so a rerun over the
@@ -83,19 +119,28 @@ class ShardWriter:
         config: dict[str, Any] | None = None,
         seeds: dict[str, int] | None = None,
         extra: dict[str, Any] | None = None,
+        schema: pa.Schema | None = None,
+        file_format: ShardFormat = "parquet",
+        subdir: str = "",
     ) -> None:
         if rows_per_shard < 1:
             raise ValueError("rows_per_shard must be at least 1")
         self.out_dir = Path(out_dir)
-        self.kind = TableKind(kind)
-        self.schema = schema_for(self.kind)
+        self.data_dir = self.out_dir / subdir if subdir else self.out_dir
+        self.subdir = subdir
+        self.table_kind = table_kind(str(kind))
+        if schema is None and self.table_kind is None:
+            raise ValueError(f"{kind!r} is not a pipeline table: give its schema")
+        self.kind = str(kind) if self.table_kind is None else self.table_kind.value
+        self.schema = schema if schema is not None else schema_for(self.kind)
+        self.file_format = file_format
         self.rows_per_shard = rows_per_shard
         self.config = config or {}
         self.seeds = seeds or {}
         self.extra = extra or {}
         self._buffer: list[pa.Table] = []
         self._buffered_rows = 0
-        self._num_parts = 0
+        self._part_rows: list[int] = []
         self.manifest: Manifest | None = None
 
     def __enter__(self) -> ShardWriter:
@@ -113,55 +158,67 @@ class ShardWriter:
         if old_manifest.exists():
             old_manifest.unlink()
             fsync_dir(self.out_dir)
-        remove_temp_files(self.out_dir)
-        for path in self.out_dir.iterdir():
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(self.data_dir)
+        for path in self.data_dir.iterdir():
             if SHARD_PATTERN.match(path.name) or PART_PATTERN.match(path.name):
                 path.unlink()
 
+    def _conform(self, table: pa.Table) -> pa.Table:
+        if self.table_kind is not None:
+            return conform(table, self.table_kind)
+        return table.select(self.schema.names).cast(self.schema)
+
     def write(self, table: pa.Table) -> None:
-        table = conform(table, self.kind)
+        table = self._conform(table)
         self._buffer.append(table)
         self._buffered_rows += table.num_rows
         while self._buffered_rows >= self.rows_per_shard:
             self._flush(self.rows_per_shard)
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.write(rows_to_table(rows, self.kind))
+        if not rows:
+            return
+        if self.table_kind is not None:
+            self.write(rows_to_table(rows, self.table_kind))
+        else:
+            self.write(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def _part_path(self, index: int) -> Path:
+        return self.data_dir / f".part-{index:05d}.{self.file_format}"
 
     def _flush(self, num_rows: int) -> None:
         combined = pa.concat_tables(self._buffer).combine_chunks()
         head, rest = combined.slice(0, num_rows), combined.slice(num_rows)
-        _write_parquet(head, self.out_dir / f".part-{self._num_parts:05d}.parquet")
-        self._num_parts += 1
+        _FILE_WRITERS[self.file_format](head, self._part_path(len(self._part_rows)))
+        self._part_rows.append(head.num_rows)
         self._buffer = [rest] if rest.num_rows else []
         self._buffered_rows = rest.num_rows
 
     def close(self) -> Manifest:
         if self.manifest is not None:
             return self.manifest
-        if self._buffered_rows or self._num_parts == 0:
+        if self._buffered_rows or not self._part_rows:
             # An empty table still gets one (empty) shard so that readers see its schema.
             if not self._buffer:
                 self._buffer = [self.schema.empty_table()]
             self._flush(self._buffered_rows)
-        total = self._num_parts
+        total = len(self._part_rows)
         entries = []
-        for index in range(total):
-            part = self.out_dir / f".part-{index:05d}.parquet"
-            final = self.out_dir / shard_name(index, total)
-            part.replace(final)
+        for index, num_rows in enumerate(self._part_rows):
+            final = self.data_dir / shard_name(index, total, self.file_format)
+            self._part_path(index).replace(final)
             entries.append(
                 ShardEntry(
-                    file=final.name,
-                    rows=pq.ParquetFile(final).metadata.num_rows,
+                    file=final.relative_to(self.out_dir).as_posix(),
+                    rows=num_rows,
                     bytes=final.stat().st_size,
                     sha256=sha256_file(final),
                 )
             )
-        fsync_dir(self.out_dir)
+        fsync_dir(self.data_dir)
         self.manifest = Manifest(
-            kind=self.kind.value,
+            kind=self.kind,
             schema_fingerprint=schema_fingerprint(self.schema),
             schema_version=SCHEMA_VERSION,
             shards=entries,
@@ -197,7 +254,8 @@ def validate_shards(shard_dir: str | Path, kind: TableKind | str | None = None) 
 
     Checks, per shard: present, not truncated (size), content (sha256), schema (fingerprint
     of the file's schema against the manifest's and, if given, against `kind`'s). Also flags
-    files the manifest does not list.
+    files the manifest does not list. A self-described set (an export, whose kind is not a
+    pipeline table) is checked against the fingerprint its manifest records.
     """
     shard_dir = Path(shard_dir)
     if not shard_dir.is_dir():
@@ -207,9 +265,14 @@ def validate_shards(shard_dir: str | Path, kind: TableKind | str | None = None) 
     except ShardSetError as exc:
         return exc.problems
     problems: list[str] = []
-    if kind is not None and manifest.kind != TableKind(kind).value:
+    expected_kind = table_kind(str(kind)) if kind is not None else None
+    if kind is not None and manifest.kind != (expected_kind or kind):
         problems.append(f"{MANIFEST_NAME}: holds a {manifest.kind} table, expected {kind}")
-    expected_fp = schema_fingerprint(schema_for(kind or manifest.kind))
+    declared = expected_kind or table_kind(manifest.kind)
+    if declared is None:
+        expected_fp = manifest.schema_fingerprint
+    else:
+        expected_fp = schema_fingerprint(schema_for(declared))
     if manifest.schema_fingerprint != expected_fp:
         problems.append(
             f"{MANIFEST_NAME}: schema fingerprint {manifest.schema_fingerprint} differs from this "
@@ -218,15 +281,28 @@ def validate_shards(shard_dir: str | Path, kind: TableKind | str | None = None) 
     for entry in manifest.shards:
         problems.extend(_check_shard(shard_dir / entry.file, entry, expected_fp))
     listed = {entry.file for entry in manifest.shards}
+    data_dirs = {Path(name).parts[0] for name in listed if len(Path(name).parts) > 1}
     for path in sorted(shard_dir.iterdir()):
         if path.name in listed or path.name in ALLOWED_SIDE_FILES:
             continue
         if path.is_dir() and path.name in ALLOWED_SIDE_DIRS:
             continue
+        if path.is_dir() and path.name in data_dirs:
+            problems.extend(_unlisted_in(shard_dir, path, listed))
+            continue
         if path.is_file() and path.suffix == ".png":
             continue
         problems.append(f"{path.name}: extra file not listed in {MANIFEST_NAME}")
     return problems
+
+
+def _unlisted_in(shard_dir: Path, data_dir: Path, listed: set[str]) -> list[str]:
+    """Files of a data sub-folder that the manifest does not list."""
+    return [
+        f"{path.relative_to(shard_dir).as_posix()}: extra file not listed in {MANIFEST_NAME}"
+        for path in sorted(data_dir.rglob("*"))
+        if path.is_file() and path.relative_to(shard_dir).as_posix() not in listed
+    ]
 
 
 def _check_shard(path: Path, entry: ShardEntry, expected_fp: str) -> list[str]:
@@ -242,6 +318,8 @@ def _check_shard(path: Path, entry: ShardEntry, expected_fp: str) -> list[str]:
         return [
             f"{entry.file}: sha256 mismatch (file {actual[:12]}…, manifest {entry.sha256[:12]}…)"
         ]
+    if path.suffix != ".parquet":
+        return []  # JSON Lines carry no schema of their own; size and sha256 vouch for them
     try:
         file_fp = schema_fingerprint(pq.read_schema(path))
     except (OSError, pa.ArrowException) as exc:

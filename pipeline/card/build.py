@@ -16,7 +16,6 @@ never guessed. Everything written passes through `pipeline.redact` first.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import Counter
@@ -28,6 +27,8 @@ import pyarrow.parquet as pq
 
 from embedcurate.pipeline.atomic import write_bytes_atomic
 from embedcurate.pipeline.blend import BlendConfig, SourceConfig, parse_blend
+from embedcurate.pipeline.card.croissant import build_croissant, source_licenses, write_croissant
+from embedcurate.pipeline.card.hub import license_fields
 from embedcurate.pipeline.card.stats import ShardStats, compute_stats
 from embedcurate.pipeline.errors import ConfigError, ShardSetError
 from embedcurate.pipeline.manifest import (
@@ -142,12 +143,6 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _content_hash(manifest: Manifest) -> str:
-    """One hash for a whole shard set: over each shard's name and sha256, in order."""
-    text = "\n".join(f"{entry.file} {entry.sha256}" for entry in manifest.shards)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _prompt_ids(shard_dir: Path, manifest: Manifest) -> dict[str, int]:
     """Rows per `generator/prompt_id` in a pairs or mined set, reading two columns per shard."""
     counts: Counter[str] = Counter()
@@ -180,7 +175,7 @@ def collect_upstream_sets(run_dir: Path, train_dir: Path) -> list[dict[str, Any]
             "num_rows": manifest.num_rows,
             "num_shards": len(manifest.shards),
             "config_hash": manifest.config_hash,
-            "content_hash": _content_hash(manifest),
+            "content_hash": manifest.content_hash,
             "code_version": manifest.code_version,
             "created_at": manifest.created_at,
         }
@@ -295,6 +290,15 @@ def _unconfigured_source(name: str, inputs: CardInputs) -> dict[str, Any]:
     }
 
 
+def uncompressed_bytes(shard_dir: Path, manifest: Manifest) -> int:
+    """The set's size before compression, summed from the Parquet footers (no data read)."""
+    total = 0
+    for entry in manifest.shards:
+        metadata = pq.ParquetFile(shard_dir / entry.file).metadata
+        total += sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    return total
+
+
 def hf_header(inputs: CardInputs, sources: list[dict[str, Any]]) -> dict[str, Any]:
     """The Hugging Face dataset-card metadata (the YAML block at the top of README.md)."""
     blend, stats, manifest = inputs.blend, inputs.stats, inputs.manifest
@@ -311,7 +315,7 @@ def hf_header(inputs: CardInputs, sources: list[dict[str, Any]]) -> dict[str, An
             task_types.add("retrieval")
     header: dict[str, Any] = {
         "pretty_name": f"{blend.name if blend else 'embedcurate'} training data",
-        "license": licenses[0] if len(licenses) == 1 else licenses,
+        **license_fields(licenses),
         "source_licenses": {s["name"]: s["license"] for s in sources},
         "language": languages,
         "multilinguality": "monolingual" if len(languages) == 1 else "multilingual",
@@ -335,10 +339,14 @@ def hf_header(inputs: CardInputs, sources: list[dict[str, Any]]) -> dict[str, An
                 ],
             }
         ]
+        # `datasets` ignores a split without num_bytes (and warns); it is the data's size
+        # uncompressed, as the Parquet footers record it.
+        data_bytes = uncompressed_bytes(inputs.train_dir, manifest) if inputs.train_dir else 0
         header["dataset_info"] = {
             "features": hf_features(manifest.kind),
-            "splits": [{"name": "train", "num_examples": stats.num_rows}],
+            "splits": [{"name": "train", "num_bytes": data_bytes, "num_examples": stats.num_rows}],
             "download_size": num_bytes,
+            "dataset_size": data_bytes,
         }
     return header
 
@@ -479,7 +487,7 @@ def _lineage_section(inputs: CardInputs) -> dict[str, Any]:
                 "created_at": manifest.created_at,
                 "schema_fingerprint": manifest.schema_fingerprint,
                 "schema_version": manifest.schema_version,
-                "content_hash": _content_hash(manifest),
+                "content_hash": manifest.content_hash,
             }
         )
     return lineage
@@ -667,6 +675,7 @@ def run_card(
     )
     plots = draw_card_plots(stats, train_dir / PLOTS_DIR)
     written = write_card(build_card(inputs, plots), train_dir)
+    written.append(write_train_croissant(inputs))
     for source, n in sorted(stats.by_source.items()):
         report.read(source, n)
         report.keep(source, n)
@@ -679,6 +688,26 @@ def run_card(
     report.finish().save(train_dir / CARD_REPORT_DIR, name=CARD_JSON_NAME)
     logger.info("data card for %d rows written to %s", stats.num_rows, train_dir / README_NAME)
     return report
+
+
+def write_train_croissant(inputs: CardInputs) -> Path:
+    """croissant.json beside the train shards, from the same inputs as the card."""
+    manifest, stats, train_dir = inputs.manifest, inputs.stats, inputs.train_dir
+    assert manifest is not None
+    assert stats is not None
+    assert train_dir is not None
+    name = f"{inputs.blend.name if inputs.blend else train_dir.name} training data"
+    payload = build_croissant(
+        manifest,
+        schema_for(manifest.kind),
+        name=name,
+        description=(inputs.blend.description if inputs.blend else "")
+        or "Training rows for text-embedding models curated by embedcurate.",
+        blend=inputs.blend,
+        reports=[found.report for found in inputs.reports if found.report],
+        licenses=source_licenses(inputs.blend, stats.by_source),
+    )
+    return write_croissant(train_dir, payload)
 
 
 def render_plan_card(cfg: BlendConfig, out_dir: str | Path) -> list[Path]:

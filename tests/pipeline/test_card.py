@@ -408,8 +408,13 @@ def test_readme_header_parses_and_describes_the_shards(card_run) -> None:
     for name in HEADER_FIELDS:
         assert header[name], name
     assert header == card["header"]
-    assert sorted(header["license"]) == ["apache-2.0", "cc-by-4.0", "cc-by-sa-4.0",
-                                         "machine-generated", "unknown"]  # fmt: skip
+    # Several licences (and machine-generated rows): `other`, pointing at the Sources section.
+    assert header["license"] == "other"
+    assert header["license_name"] == "per-source"
+    assert header["license_link"] == "README.md#sources"
+    assert sorted(set(header["source_licenses"].values())) == [
+        "apache-2.0", "cc-by-4.0", "cc-by-sa-4.0", "machine-generated", "unknown"
+    ]  # fmt: skip
     assert header["source_licenses"]["sts"] == "cc-by-sa-4.0"
     assert header["language"] == ["de", "en"]
     assert header["size_categories"] == ["n<1K"]
