@@ -41,7 +41,7 @@ from embedcurate.pipeline.manifest import (
 from embedcurate.pipeline.redact import redact, scrub_text
 from embedcurate.pipeline.report import REPORT_NAME, StageReport
 from embedcurate.pipeline.schemas import TableKind, schema_for
-from embedcurate.pipeline.stages import stage_rank
+from embedcurate.pipeline.stages import STAGE_NAMES, stage_rank
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ def collect_reports(run_dir: Path, train_dir: Path) -> list[FoundReport]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("%s: unreadable stage report (%s)", path, exc)
             found.append(FoundReport(shown, None, f"unreadable: {exc}"))
+    # reports of work done on the train set afterwards (an export) describe other sets
+    found = [f for f in found if f.report is None or f.stage in STAGE_NAMES]
     found = _without_covered(found)
     return sorted(found, key=lambda item: (stage_rank(item.stage), item.path))
 
