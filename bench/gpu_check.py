@@ -39,6 +39,7 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import os
 import platform
 import signal
@@ -80,7 +81,7 @@ class Shapes:
     queries: int
     top_k: int
     matmul_sizes: tuple[int, ...]
-    matmul_repeats: int
+    matmul_seconds: float  # timed per size and dtype
     trainer: dict[str, int]
     ddp_rows: int
     ddp_steps: int
@@ -101,7 +102,7 @@ GPU_SHAPES = Shapes(
     queries=1024,
     top_k=50,
     matmul_sizes=(4096, 8192, 16384),
-    matmul_repeats=20,
+    matmul_seconds=0.5,
     trainer={"batch": 8, "negatives": 7, "seq": 512, "steps": 10, "warmup": 2},
     ddp_rows=256,
     ddp_steps=4,
@@ -121,7 +122,7 @@ TINY_SHAPES = Shapes(
     queries=32,
     top_k=10,
     matmul_sizes=(128, 256),
-    matmul_repeats=3,
+    matmul_seconds=0.02,
     trainer={"batch": 2, "negatives": 1, "seq": 32, "steps": 2, "warmup": 1},
     ddp_rows=16,
     ddp_steps=2,
@@ -137,6 +138,7 @@ class Run:
     peak_tflops: float
     work_dir: Path
     shapes: Shapes
+    budget_scale: float = 1.0
     built: dict[str, Any] = field(default_factory=dict)  # model folders, embeddings, peaks
 
     @property
@@ -302,13 +304,20 @@ def matmul_tflops(run: Run, size: int, dtype: Any) -> float:
 
     a = torch.randn(size, size, device=run.device, dtype=dtype)
     b = torch.randn(size, size, device=run.device, dtype=dtype)
-    torch.matmul(a, b)  # warm-up: kernel selection, clocks
-    synchronize(run)
-    started = time.perf_counter()
-    for _ in range(run.shapes.matmul_repeats):
+    for _ in range(2):  # warm-up: kernel selection, clocks
         torch.matmul(a, b)
     synchronize(run)
-    seconds = (time.perf_counter() - started) / run.shapes.matmul_repeats
+    started = time.perf_counter()
+    torch.matmul(a, b)
+    synchronize(run)
+    once = time.perf_counter() - started
+    # enough repeats to fill the target time, so launch latency and clock ramps average out
+    repeats = min(200, max(3, math.ceil(run.shapes.matmul_seconds / max(once, 1e-6))))
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(a, b)
+    synchronize(run)
+    seconds = (time.perf_counter() - started) / repeats
     return 2 * size**3 / seconds / 1e12
 
 
@@ -321,7 +330,7 @@ def section_matmul(run: Run) -> Figures:
         figures[f"{label}_tflops"] = best
         run.built[f"peak_{label}"] = best
     figures["bf16_vs_spec"] = figures["bf16_tflops"] / run.peak_tflops  # type: ignore[operator]
-    figures["sizes"] = "x".join(str(s) for s in run.shapes.matmul_sizes)
+    figures["sizes"] = ",".join(str(s) for s in run.shapes.matmul_sizes)
     return figures
 
 
@@ -333,7 +342,12 @@ def encoding_flops(model_config: Any, non_embedding_params: int, lengths: np.nda
 
 
 def non_embedding_params(model: Any) -> int:
-    return sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    """Weights every token multiplies (a BERT pooler only sees the first token: left out)."""
+    return sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if "embed" not in name and "pooler" not in name
+    )
 
 
 def measure_teacher(run: Run, folder: Path, pooling: str, num_docs: int) -> Figures:
@@ -617,13 +631,48 @@ def section_trainer_ddp(run: Run) -> Figures:
     ]
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), _pythonpath()]))}
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    returncode, output = run_torchrun(command, env)
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout)[-1500:]
-        raise RuntimeError(f"torchrun exited {done.returncode}: {tail}")
+    if returncode != 0:
+        raise RuntimeError(f"torchrun exited {returncode}: {output[-1500:]}")
     result = json.loads(result_path.read_text(encoding="utf-8"))
     return {"launch_s": seconds} | result
+
+
+def run_torchrun(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """(exit code, stderr) of torchrun; it dies with us, and on a timeout stops its workers.
+
+    torchrun starts each worker in its own session and stops them when it gets SIGTERM, so
+    SIGTERM (then SIGKILL after a grace period) goes to torchrun, never to a process group.
+    """
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+    )
+    try:
+        _, stderr = process.communicate()
+    except BaseException:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
+    return process.returncode, stderr
+
+
+def die_with_parent(sig: signal.Signals) -> None:
+    """Linux: the kernel sends `sig` to this process when its parent exits (even on SIGKILL)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, int(sig))
 
 
 def _pythonpath() -> str:
@@ -640,6 +689,8 @@ def ddp_worker(spec: dict[str, Any]) -> None:
 
     import torch
     from accelerate import PartialState
+
+    die_with_parent(signal.SIGKILL)  # a torchrun killed outright takes its worker with it
 
     from embedcurate.model.config import LatentAttentionConfig, make_train_config
     from embedcurate.model.trainer import list_checkpoints, train
@@ -702,7 +753,7 @@ SECTIONS = (
 
 
 def run_section(run: Run, section: Section) -> SectionResult:
-    budget = section.budget_tiny_s if run.tiny else section.budget_gpu_s
+    budget = (section.budget_tiny_s if run.tiny else section.budget_gpu_s) * run.budget_scale
     logger.info("section %s (%s), budget %.0f s", section.name, section.what, budget)
     started = time.perf_counter()
     result = SectionResult(section.name, "ok", 0.0, budget)
@@ -722,8 +773,11 @@ def run_section(run: Run, section: Section) -> SectionResult:
 
 
 def significant(value: float | int | str, digits: int = 4) -> float | int | str:
-    """Floats to `digits` significant digits: tiny CPU figures stay readable, not 0."""
-    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
+    """Floats to `digits` significant digits (tiny CPU figures stay readable, not 0); a NaN or
+    infinity becomes its name, so the JSON stays valid and a reader sees it is no number."""
+    if not isinstance(value, float):
+        return value
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else str(value)
 
 
 def format_value(value: float | int | str) -> str:
@@ -784,6 +838,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="write the table as JSON here")
     parser.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS)
+    parser.add_argument(
+        "--budget-scale", type=float, default=1.0, help="multiply every section's time budget"
+    )
     parser.add_argument("--work-dir", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--ddp-worker", help=argparse.SUPPRESS)  # JSON spec, set by trainer_ddp
     return parser.parse_args(argv)
@@ -801,6 +858,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ddp_worker:
         ddp_worker(json.loads(args.ddp_worker))
         return 0
+    sections = pick_sections(args.sections)
     import torch
 
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda:0"
@@ -811,12 +869,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["OMP_NUM_THREADS"] = "1"  # the torchrun worker
     if not args.tiny and device == "cpu":
         raise SystemExit("no CUDA device is visible; run with --tiny for the CPU check")
-    sections = pick_sections(args.sections)
     started = datetime.now(UTC)
     with contextlib.ExitStack() as stack:
         work_dir = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         run = Run(
-            args.tiny, device, args.peak_tflops, work_dir, TINY_SHAPES if args.tiny else GPU_SHAPES
+            tiny=args.tiny,
+            device=device,
+            peak_tflops=args.peak_tflops,
+            work_dir=work_dir,
+            shapes=TINY_SHAPES if args.tiny else GPU_SHAPES,
+            budget_scale=args.budget_scale,
         )
         results = [run_section(run, section) for section in sections]
     report = {
