@@ -42,6 +42,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,12 +237,16 @@ def corpus(run: Run) -> tuple[list[str], Any]:
 
 
 def save_random_model(run: Run, name: str, config: Any) -> Path:
-    """A random-weight model of `config` and our tokenizer in a folder (built once)."""
+    """A random-weight model of `config` and our tokenizer in a folder (built once).
+
+    Written under a temporary name and renamed, so a section stopped mid-save leaves no
+    folder that a later section would take for a complete model.
+    """
     import torch
     from transformers import AutoModel
 
     folder = run.work_dir / name
-    if (folder / "config.json").is_file():
+    if folder.is_dir():
         return folder
     _, tokenizer = corpus(run)
     config.pad_token_id = tokenizer.pad_token_id
@@ -249,10 +254,13 @@ def save_random_model(run: Run, name: str, config: Any) -> Path:
     dtype = torch.bfloat16 if run.on_gpu else torch.float32
     with torch.device(run.device):  # initialising 7 B weights on the CPU takes minutes
         model = AutoModel.from_config(config, dtype=dtype)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    partial = run.work_dir / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
     del model
     release_memory(run)
+    partial.rename(folder)
     return folder
 
 
