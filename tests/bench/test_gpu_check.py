@@ -27,7 +27,9 @@ SECTIONS = [
     "faiss_index",
     "trainer",
     "trainer_ddp",
+    "trainer_fsdp",
 ]
+GPU_ONLY = {"trainer_fsdp"}  # accelerate's FSDP plugin refuses a CPU-only machine
 
 
 def run_check(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -61,6 +63,10 @@ def test_tiny_run_reports_every_section_with_numbers(tmp_path: Path) -> None:
     rows = {section["name"]: section for section in report["sections"]}
     assert list(rows) == SECTIONS
     for name, row in rows.items():
+        if name in GPU_ONLY:
+            assert row["status"] == "skipped"
+            assert "needs a GPU" in row["error"]
+            continue
         assert row["status"] == "ok", (name, row["error"])
         assert 0 < row["seconds"] <= row["budget_s"]
         assert f"| {name} | ok |" in done.stdout  # the printed markdown table has its row
@@ -98,6 +104,17 @@ def test_a_section_over_its_budget_is_a_timeout_row_not_a_crash(tmp_path: Path) 
     assert row["status"] == "timeout"
     assert "budget" in row["error"]
     assert "| trainer | timeout |" in done.stdout
+
+
+def test_sections_past_the_total_budget_are_reported_as_not_run(tmp_path: Path) -> None:
+    done, out = run_check(tmp_path, "--sections", "matmul,trainer", "--total-budget-s", "0.5")
+    assert done.returncode == 1
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert [(row["name"], row["status"]) for row in report["sections"]] == [
+        ("matmul", "not run"),
+        ("trainer", "not run"),
+    ]
+    assert "--total-budget-s" in report["sections"][0]["error"]
 
 
 def test_an_unknown_section_is_named_with_the_choices(tmp_path: Path) -> None:
