@@ -635,7 +635,10 @@ def section_trainer_ddp(run: Run) -> Figures:
 def section_trainer_fsdp(run: Run) -> Figures:
     """`accelerate launch --use_fsdp`, one process, decoder layers wrapped (GPU only)."""
     if not run.on_gpu:
-        raise SectionSkipped("needs a GPU: accelerate's FSDP plugin refuses a CPU-only machine")
+        raise SectionSkipped(
+            "needs a GPU: on a CPU-only machine accelerate refuses FSDP1 and runs FSDP2 as "
+            "plain DDP"
+        )
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp"]
     launcher += ["--fsdp_version", str(run.fsdp_version), "--num_processes", "1"]
     launcher += ["--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no"]

@@ -29,7 +29,7 @@ SECTIONS = [
     "trainer_ddp",
     "trainer_fsdp",
 ]
-GPU_ONLY = {"trainer_fsdp"}  # accelerate's FSDP plugin refuses a CPU-only machine
+GPU_ONLY = {"trainer_fsdp"}  # accelerate runs no FSDP on a CPU-only machine
 
 
 def run_check(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], Path]:
