@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.blend import TemplateStageConfig, parse_blend
 from embedcurate.pipeline.card.build import run_card
 from embedcurate.pipeline.card.hub import license_fields
 from embedcurate.pipeline.errors import EmbedCurateError, ShardSetError
@@ -80,7 +80,9 @@ def run_dir(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     write_shards(rows_to_table(rows, TableKind.MINED), run / "mined", TableKind.MINED,
                  rows_per_shard=5)  # fmt: skip
-    run_template(run / "mined", run / "train", blend)
+    run_template(
+        run / "mined", run / "train", TemplateStageConfig.of(blend), provenance=blend.resolved()
+    )
     run_card(run / "train", run, blend)
     return run
 
