@@ -8,7 +8,6 @@ its key, so resolved configs (written into manifests and cards) carry no secret.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ from pydantic import (
 )
 
 from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.mining.rules import MiningRule
 
 TaskTypeName = Literal["retrieval", "classification", "clustering", "sts"]
 SourceKind = Literal["beir", "jsonl", "parquet", "csv", "hf"]
@@ -33,7 +33,6 @@ SyntheticTaskType = Literal[
 ]
 RunnerKind = Literal["thread", "dask", "ray"]
 HUB_KINDS = {"hf", "beir"}  # kinds that may come from the Hugging Face hub by id
-RULE_PATTERN = re.compile(r"^(percpos|marginpos|abs):-?\d+(\.\d+)?$|^none$")
 
 
 class FrozenModel(BaseModel):
@@ -180,9 +179,10 @@ class MiningConfig(FrozenModel):
 
     @field_validator("rule")
     @classmethod
-    def _rule_form(cls, value: str) -> str:
-        if not RULE_PATTERN.match(value):
-            raise ValueError(f"rule {value!r} is not one of percpos:P, marginpos:M, abs:T or none")
+    def _rule_parses(cls, value: str) -> str:
+        """Parse the rule as mining will (form and parameter ranges), so `blend check` fails
+        on a rule such as `percpos:1.5` instead of the mine stage, after the sources ran."""
+        MiningRule.parse(value)  # its ValueError becomes a validation error on mining.rule
         return value
 
     @model_validator(mode="after")
