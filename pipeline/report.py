@@ -21,19 +21,36 @@ REPORT_NAME = "report.json"
 
 @dataclass
 class SourceCounts:
+    """One source's records: `num_in = num_kept + num_dropped` always holds.
+
+    `num_rows` is the rows written for the kept records, when a record can give more than
+    one (an STS pair gives both directions; a retrieval line may list several positives);
+    None means one row per kept record.
+    """
+
     num_in: int = 0
     num_kept: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    num_rows: int | None = None
 
     @property
     def num_dropped(self) -> int:
         return sum(self.dropped.values())
+
+    @property
+    def rows_written(self) -> int:
+        return self.num_kept if self.num_rows is None else self.num_rows
+
+    @property
+    def balanced(self) -> bool:
+        return self.num_in == self.num_kept + self.num_dropped
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "num_in": self.num_in,
             "num_kept": self.num_kept,
             "num_dropped": self.num_dropped,
+            "num_rows": self.rows_written,
             "dropped": dict(sorted(self.dropped.items())),
         }
 
@@ -73,6 +90,11 @@ class StageReport:
         return sum(c.num_kept for c in self.sources.values())
 
     @property
+    def num_rows(self) -> int:
+        """Rows written over all sources (more than `num_kept` where a record gives several)."""
+        return sum(c.rows_written for c in self.sources.values())
+
+    @property
     def dropped(self) -> Counter[str]:
         total: Counter[str] = Counter()
         for counts in self.sources.values():
@@ -90,6 +112,7 @@ class StageReport:
             "out_dir": self.out_dir,
             "num_in": self.num_in,
             "num_kept": self.num_kept,
+            "num_rows": self.num_rows,
             "dropped": dict(sorted(self.dropped.items())),
             "sources": {name: c.to_dict() for name, c in sorted(self.sources.items())},
             "details": self.details,
@@ -112,6 +135,7 @@ class StageReport:
                 num_in=counts["num_in"],
                 num_kept=counts["num_kept"],
                 dropped=Counter(counts.get("dropped", {})),
+                num_rows=counts.get("num_rows"),
             )
         report.details = payload.get("details", {})
         report.started_at = payload.get("started_at", "")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -41,7 +42,7 @@ from embedcurate.pipeline.instructions import (
     InstructionTable,
     load_instruction_table,
 )
-from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.report import SourceCounts, StageReport
 from embedcurate.pipeline.schemas import TableKind, TaskType, rows_to_table, schema_for
 from embedcurate.pipeline.shards import ShardWriter, write_shards
 from embedcurate.pipeline.sources.beir import BeirScan, document_text, local_beir_parts, scan_beir
@@ -269,8 +270,14 @@ def _beir_rows(
     report: StageReport,
 ) -> tuple[BuiltRows, int]:
     """Rows from a BEIR split; the corpus streams into CORPUS shards as it is checked."""
+    texts = SourceCounts()
+
+    def drop_text(reason: str) -> None:
+        texts.dropped[reason] += 1
+
+    text_policy = BadRowPolicy(source.on_error, drop_text)
     if source.path is not None:
-        parts = local_beir_parts(source.path, source.split, policy)
+        parts = local_beir_parts(source.path, source.split, policy, text_policy)
     else:
         from embedcurate.pipeline.sources.hub import hub_beir_parts
 
@@ -288,10 +295,31 @@ def _beir_rows(
             sink.add(doc_id, title, text)
             progress.update()
 
-        scan = scan_beir(parts, policy, add_document)
+        scan = scan_beir(parts, policy, add_document, text_policy=text_policy)
         sink.flush()
     report.read(source.name, scan.num_judgments)
+    # a judgment scored 0 becomes its query's given negative, never a row of its own
+    report.drop(source.name, "judged_not_relevant", scan.num_not_relevant)
+    _record_texts(report, source.name, scan, texts)
     return BuiltRows(rows=_rows_from_scan(scan, task, parts.qrels.where)), scan.num_docs
+
+
+def _record_texts(report: StageReport, name: str, scan: BeirScan, texts: SourceCounts) -> None:
+    """The BEIR corpus and queries, counted apart from the judgments the source counts."""
+    texts.num_kept = scan.num_docs + scan.num_queries
+    texts.num_in = texts.num_kept + texts.num_dropped
+    report.details.setdefault("texts", {})[name] = {
+        **texts.to_dict(),
+        "num_docs": scan.num_docs,
+        "num_queries": scan.num_queries,
+        "num_title_only_docs": scan.num_title_only,
+    }
+    if scan.num_title_only:
+        logger.info(
+            "%s: %d documents have a title and an empty text; kept as their title",
+            name,
+            scan.num_title_only,
+        )
 
 
 def _rows_from_scan(scan: BeirScan, task: SourceTask, qrels_where: str) -> list[dict[str, Any]]:
@@ -400,6 +428,8 @@ def _stage_source(
         if built.rows
         else schema_for(TableKind.PAIRS).empty_table()
     )
+    if table.num_rows == 0:
+        raise InputError(_where(source), _no_rows_message(source, report))
     pq.write_table(table, staged_path)
     logger.info("%s: %d candidate rows", source.name, table.num_rows)
     return _Staged(
@@ -411,8 +441,43 @@ def _stage_source(
     )
 
 
+def _where(source: SourceConfig) -> str:
+    return str(source.path) if source.path is not None else str(source.hub_id)
+
+
+def _no_rows_message(source: SourceConfig, report: StageReport) -> str:
+    """Why a source gave nothing, in blend keys: an empty result is never a success."""
+    counts = report.sources[source.name]
+    dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.dropped.items()))
+    return (
+        f"source {source.name!r} yields no rows ({counts.num_in} records read"
+        f"{', dropped: ' + dropped if dropped else ''}); check its path, split, columns, "
+        "keep_where and sts_threshold in the blend, or remove the source"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Selecting and writing
+
+
+def _count_selection(
+    report: StageReport, name: str, allotment: Allotment, table: pa.Table, chosen: np.ndarray
+) -> None:
+    """Count the records the caps kept and cut; rows written are recorded apart.
+
+    A record (a line, a dataset row, a judgment) is kept when any of its rows is chosen and
+    cut otherwise; its rows share a provenance. Cut records are split between `max_rows` and
+    `stage_budget` in proportion to the rows each cap removed.
+    """
+    provenance = table.column("provenance").to_pylist()
+    kept = {provenance[i] for i in chosen.tolist()}
+    cut = len(set(provenance)) - len(kept)
+    report.keep(name, len(kept))
+    over = allotment.over_max_rows + allotment.over_stage_budget
+    by_max_rows = round(cut * allotment.over_max_rows / over) if over else 0
+    report.drop(name, "max_rows", by_max_rows)
+    report.drop(name, "stage_budget", cut - by_max_rows)
+    report.sources[name].num_rows = allotment.kept
 
 
 def _write_selected(
@@ -422,10 +487,12 @@ def _write_selected(
     out_dir: Path,
     cfg: BlendConfig,
     table_hash: str,
+    report: StageReport,
 ) -> None:
     table = pq.read_table(staged.path, memory_map=True)
     ids = table.column("example_id").to_pylist()
     chosen = choose_rows(ids, allotment.kept, cfg.seed, source.name)
+    _count_selection(report, source.name, allotment, table, chosen)
     selected = table.take(pa.array(chosen)) if len(chosen) < table.num_rows else table
     write_shards(
         selected,
@@ -498,11 +565,8 @@ def run_sources(sources: Sequence[SourceConfig], out_dir: Path, cfg: BlendConfig
         for source in sources:
             allotment = allotments[source.name]
             _write_selected(
-                source, staged[source.name], allotment, out_dir, cfg, table.content_hash
+                source, staged[source.name], allotment, out_dir, cfg, table.content_hash, report
             )
-            report.keep(source.name, allotment.kept)
-            report.drop(source.name, "max_rows", allotment.over_max_rows)
-            report.drop(source.name, "stage_budget", allotment.over_stage_budget)
             report.details["sources"][source.name] = _source_details(
                 staged[source.name], allotment, out_dir
             )
@@ -510,5 +574,9 @@ def run_sources(sources: Sequence[SourceConfig], out_dir: Path, cfg: BlendConfig
     report.details["seed"] = cfg.seed
     for source in sources:
         _save_source_report(report, source.name, out_dir)
-    report.finish().save(out_dir / PAIRS_DIR)
+    report.finish()
+    if {source.name for source in sources} >= {source.name for source in cfg.sources}:
+        # Only a call over every source of the blend owns the stage's summary: a flow runs
+        # sources as concurrent tasks in one run folder, and each task writes only its own.
+        report.save(out_dir / PAIRS_DIR)
     return report
