@@ -379,6 +379,7 @@ def _stage_entries(reports: list[FoundReport]) -> list[dict[str, Any]]:
                 "report": found.path,
                 "num_in": payload["num_in"],
                 "num_kept": payload["num_kept"],
+                "num_rows": payload.get("num_rows", payload["num_kept"]),
                 "num_dropped": sum(payload["dropped"].values()),
                 "dropped": payload["dropped"],
                 "sources": payload["sources"],

@@ -156,9 +156,11 @@ def _stage_counts(card: Mapping[str, Any]) -> str:
         if "problem" in entry:
             blocks.append(f"**`{entry['report']}`**: {entry['problem']}")
             continue
+        num_rows = entry.get("num_rows", entry["num_kept"])
         head = (
             f"**{entry['stage']}** (`{entry['report']}`): {entry['num_in']:,} in, "
-            f"{entry['num_kept']:,} kept, {entry['num_dropped']:,} dropped, "
+            f"{entry['num_kept']:,} kept, {entry['num_dropped']:,} dropped"
+            f"{f', {num_rows:,} rows written' if num_rows != entry['num_kept'] else ''}, "
             f"{entry['elapsed_s']:.1f} s"
         )
         rows = [
@@ -167,15 +169,17 @@ def _stage_counts(card: Mapping[str, Any]) -> str:
                 counts["num_in"],
                 counts["num_kept"],
                 counts["num_dropped"],
+                counts.get("num_rows", counts["num_kept"]),
                 ", ".join(f"{reason}: {n:,}" for reason, n in counts["dropped"].items()),
             ]
             for name, counts in entry["sources"].items()
         ]
         details = "; ".join(f"`{key}`: {_cell(value)}" for key, value in entry["details"].items())
+        headers = ["source", "in", "kept", "dropped", "rows written", "drop reasons"]
         blocks.append(
             _blocks(
                 head,
-                table(["source", "in", "kept", "dropped", "drop reasons"], rows) if rows else "",
+                table(headers, rows) if rows else "",
                 f"Details: {details}" if details else "",
             )
         )
