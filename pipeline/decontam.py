@@ -285,7 +285,7 @@ def run_decontaminate(pairs_dirs: Sequence[Path], out_dir: Path, cfg: BlendConfi
             out_dir / name,
             TableKind.PAIRS,
             rows_per_shard=cfg.output.rows_per_shard,
-            config=cfg.resolved(),
+            config=cfg.portable(),
             seeds={"seed": cfg.seed},
             extra={"stage": "decontaminate"},
         ) as writer:

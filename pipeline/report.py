@@ -7,6 +7,7 @@ rows in, kept and dropped per source and reason. Nothing is dropped without bein
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +18,15 @@ from embedcurate.pipeline.atomic import write_json_atomic
 from embedcurate.pipeline.manifest import now_iso
 
 REPORT_NAME = "report.json"
+
+
+def relative_to_folder(path: str | Path, folder: Path) -> str:
+    """`path` relative to `folder` (`..` steps allowed), for files that must not carry this
+    machine's absolute paths; a relative path is taken as already relative."""
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    return os.path.relpath(path.resolve(), folder.resolve())
 
 
 @dataclass
@@ -122,8 +132,13 @@ class StageReport:
         }
 
     def save(self, out_dir: str | Path, name: str = REPORT_NAME) -> Path:
+        """Write the report into `out_dir`; its `out_dir` field is written relative to that
+        folder, so a run folder can move without its reports naming the old place."""
         path = Path(out_dir) / name
-        write_json_atomic(path, self.to_dict())
+        payload = self.to_dict()
+        if payload["out_dir"]:
+            payload["out_dir"] = relative_to_folder(payload["out_dir"], path.parent)
+        write_json_atomic(path, payload)
         return path
 
     @classmethod

@@ -70,7 +70,7 @@ def run_template(mined_dir: Path, out_dir: Path, cfg: BlendConfig) -> StageRepor
         out_dir,
         TableKind.TRAIN,
         rows_per_shard=cfg.output.rows_per_shard,
-        config=cfg.resolved(),
+        config=cfg.portable(),
         seeds={"seed": cfg.seed},
         extra={
             "mined_config_hash": mined_manifest.config_hash,

@@ -573,8 +573,8 @@ def run_generate(
         TableKind.PAIRS,
         rows_per_shard=blend.output.rows_per_shard,
         config={
-            "generator": cfg.model_dump(mode="json", exclude={"cache_dir"}),
-            "teacher": blend.teacher.model_dump(mode="json", exclude={"cache_dir"}),
+            "generator": cfg.portable(),
+            "teacher": blend.teacher.portable(),
             "prompt_ids": prompt_ids,
         },
         seeds={"generate": blend.seed},

@@ -604,8 +604,8 @@ def mining_details(miner: Miner, elapsed_s: float) -> dict[str, Any]:
         else 0.0,
         "rows_with_too_few": stats.rows_with_too_few,
         "texts_encoded": stats.docs_encoded,
-        "cache": {
-            "dir": str(miner.cache.folder) if miner.cache else None,
+        "cache": {  # counts only: the cache's folder is this machine's, not the run's
+            "used": miner.cache is not None,
             "hits": miner.cache.stats.hits if miner.cache else 0,
             "misses": miner.cache.stats.misses if miner.cache else 0,
         },
@@ -642,7 +642,7 @@ def run_mine(
         out_dir,
         TableKind.MINED,
         rows_per_shard=cfg.output.rows_per_shard,
-        config=cfg.resolved(),
+        config=cfg.portable(),
         seeds={"mining": cfg.seed},
         extra={"teacher": teacher.name, "mining_rule": str(miner.rule)},
     ) as writer:

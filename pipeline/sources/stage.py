@@ -257,7 +257,7 @@ def _corpus_writer(source: SourceConfig, out_dir: Path, cfg: BlendConfig) -> Sha
         corpus_dir(out_dir, source.name),
         TableKind.CORPUS,
         rows_per_shard=cfg.output.rows_per_shard,
-        config={"source": source.model_dump(mode="json")},
+        config={"source": source.portable()},
     )
 
 
@@ -500,7 +500,7 @@ def _write_selected(
         TableKind.PAIRS,
         rows_per_shard=cfg.output.rows_per_shard,
         config={
-            "source": source.model_dump(mode="json"),
+            "source": source.portable(),
             "seed": cfg.seed,
             "instructions_hash": table_hash,
             "num_negatives": cfg.mining.num_negatives,
@@ -511,7 +511,7 @@ def _write_selected(
     )
 
 
-def _source_details(staged: _Staged, allotment: Allotment, out_dir: Path) -> dict[str, Any]:
+def _source_details(staged: _Staged, allotment: Allotment) -> dict[str, Any]:
     task = staged.task
     return {
         "task_name": task.task_name,
@@ -519,8 +519,9 @@ def _source_details(staged: _Staged, allotment: Allotment, out_dir: Path) -> dic
         "stage": task.stage,
         "symmetric": task.symmetric,
         "instruction": task.definition,
-        "pairs_dir": str(pairs_dir(out_dir, task.source)),
-        "corpus_dir": str(staged.corpus_dir) if staged.corpus_dir else None,
+        # relative to the run folder, like every path a report or card records
+        "pairs_dir": str(pairs_dir(Path(), task.source)),
+        "corpus_dir": str(corpus_dir(Path(), task.source)) if staged.corpus_dir else None,
         "num_docs": staged.num_docs,
         "num_candidates": allotment.available,
         "num_rows": allotment.kept,
@@ -567,9 +568,7 @@ def run_sources(sources: Sequence[SourceConfig], out_dir: Path, cfg: BlendConfig
             _write_selected(
                 source, staged[source.name], allotment, out_dir, cfg, table.content_hash, report
             )
-            report.details["sources"][source.name] = _source_details(
-                staged[source.name], allotment, out_dir
-            )
+            report.details["sources"][source.name] = _source_details(staged[source.name], allotment)
     report.details["instructions_hash"] = table.content_hash
     report.details["seed"] = cfg.seed
     for source in sources:

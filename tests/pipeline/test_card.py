@@ -169,7 +169,7 @@ def build_run(run_dir: Path, blend: Any, rows: list[dict[str, Any]] | None = Non
         train_dir,
         TableKind.TRAIN,
         rows_per_shard=9,
-        config=blend.resolved(),
+        config=blend.portable(),  # as run_template records it
         seeds={"seed": blend.seed},
     )
     synthetic = [

@@ -111,7 +111,8 @@ def test_beir_gives_a_row_per_positive_with_every_positive_id_and_writes_the_cor
     saved = json.loads((out / "pairs" / "report.json").read_text())
     assert saved["sources"]["sf"]["num_kept"] == 21
     own = json.loads((out / "pairs" / "sf" / "report.json").read_text())
-    assert own["details"]["source"]["corpus_dir"] == str(out / "corpus" / "sf")
+    assert own["details"]["source"]["corpus_dir"] == "corpus/sf"  # relative to the run folder
+    assert own["out_dir"] == "."
 
 
 def test_a_rerun_writes_the_same_shard_bytes(tmp_path, beir_dir) -> None:
