@@ -410,7 +410,7 @@ def _load_teacher_or_none(blend: BlendConfig) -> Any:
     from embedcurate.pipeline.mining.teacher import load_teacher
 
     try:
-        return load_teacher(blend.teacher)
+        return load_teacher(blend.teacher, eager=True)
     except Exception:  # the rows are dropped as unchecked, never kept
         logger.exception("teacher %s could not be loaded", blend.teacher.model)
         return None

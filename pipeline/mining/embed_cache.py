@@ -10,6 +10,8 @@ included), so a query and a document with the same words but different prefixes 
 Segments are immutable and written atomically (temporary name, fsync, rename), embeddings
 first and keys last: a segment counts only once its keys file exists, so a writer killed at
 any point leaves nothing a reader will trust (and `.tmp` leftovers are removed next time).
+New texts are encoded and committed in parts of `ENCODE_PART` texts, so a run killed while
+encoding keeps every part it finished and a rerun encodes only the rest.
 Embeddings are read through memory maps, so a lookup costs pages, not a copy of the cache.
 """
 
@@ -30,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 KEYS_SUFFIX = ".keys.npy"
 EMB_SUFFIX = ".emb.npy"
+# Texts encoded, then committed as one segment, per step: a few seconds of a CPU teacher, so
+# a kill loses little and progress shows often, while segments stay few enough to index.
+ENCODE_PART = 512
 
 
 def default_cache_root() -> Path:
@@ -125,7 +130,17 @@ class EmbeddingCache:
             np.save(handle, embeddings)
         with atomic_path(self.folder / f"{name}{KEYS_SUFFIX}") as tmp, open(tmp, "wb") as handle:
             np.save(handle, keys)  # written last: its presence marks the segment complete
-        self._load_index()
+        self._add_to_index(name, keys)
+
+    def _add_to_index(self, name: str, keys: np.ndarray) -> None:
+        """Merge a new segment's (sorted, unique) keys into the sorted index in O(n), without
+        reading every segment's keys again as `_load_index` does."""
+        seg_id = len(self._segment_names)
+        self._segment_names.append(name)
+        at = np.searchsorted(self._keys, keys)
+        self._keys = np.insert(self._keys, at, keys)
+        self._seg = np.insert(self._seg, at, np.full(len(keys), seg_id, dtype=np.int32))
+        self._row = np.insert(self._row, at, np.arange(len(keys), dtype=np.int64))
 
 
 def encode_cached(
@@ -134,12 +149,15 @@ def encode_cached(
     dim: int,
     cache: EmbeddingCache | None,
     *,
-    chunk_size: int = 8192,
+    part_size: int = ENCODE_PART,
+    on_progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """(len(texts), dim) embeddings, encoding only texts neither cached nor seen earlier here.
 
-    Repeated texts in `texts` are encoded once. New embeddings are written to the cache in
-    segments of `chunk_size` texts, so an interrupted run keeps what it finished.
+    Repeated texts in `texts` are encoded once. New texts are encoded `part_size` at a time
+    and each part is committed to the cache as soon as it is encoded, so an interrupted run
+    keeps what it finished. `on_progress(n)` hears of every n texts done: the cached ones at
+    once, then each encoded part.
     """
     out = np.empty((len(texts), dim), dtype=np.float32)
     if not len(texts):
@@ -152,17 +170,21 @@ def encode_cached(
         from_cache = np.empty((int(cached.sum()), dim), dtype=np.float32)
         cache.read(unique_keys[cached], from_cache)
         unique_emb[cached] = from_cache
+        cache.stats.hits += int(cached.sum())
+    repeats = np.bincount(inverse.reshape(-1), minlength=len(unique_keys))  # texts per key
+    if on_progress is not None and cached.any():
+        on_progress(int(repeats[cached].sum()))
     missing = np.flatnonzero(~cached)
-    for start in range(0, len(missing), chunk_size):
-        part = missing[start : start + chunk_size]
-        # encode in original order of first appearance (length sorting happens in the teacher)
-        part = part[np.argsort(first[part], kind="stable")]
+    # encode in original order of first appearance (length sorting happens in the teacher)
+    missing = missing[np.argsort(first[missing], kind="stable")]
+    for start in range(0, len(missing), part_size):
+        part = missing[start : start + part_size]
         embeddings = encode([texts[int(first[i])] for i in part])
         unique_emb[part] = embeddings
         if cache is not None:
             cache.write(unique_keys[part], embeddings)
-    if cache is not None:
-        cache.stats.hits += int(cached.sum())
-        cache.stats.misses += len(missing)
+            cache.stats.misses += len(part)
+        if on_progress is not None:
+            on_progress(int(repeats[part].sum()))
     out[:] = unique_emb[inverse.reshape(-1)]
     return out
