@@ -14,6 +14,7 @@ from embedcurate.pipeline.manifest import MANIFEST_NAME, read_manifest
 from embedcurate.pipeline.mining.embed_cache import default_cache_root
 from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 from embedcurate.pipeline.packaged import CACHE_ENV, cache_root
+from embedcurate.pipeline.report import StageReport
 from embedcurate.pipeline.sources.stage import run_sources
 from embedcurate.pipeline.train_rows import run_template
 
@@ -83,6 +84,18 @@ def test_a_moved_run_with_another_cache_keeps_its_hashes_and_names_no_machine_pa
                 assert machine_path not in text, (file, machine_path)
     card = json.loads((runs["here"] / "train" / "card.json").read_text(encoding="utf-8"))
     assert card["lineage"]["blend_matches_manifest"] is True
+
+
+def test_every_stage_counts_in_as_kept_plus_dropped_per_source(tmp_path) -> None:
+    run = tmp_path / "run"
+    _curate(run, _blend(_data(tmp_path / "data"), tmp_path / "cache"))
+    stages = set()
+    for path in sorted(run.rglob("report.json")):
+        report = StageReport.load(path)
+        stages.add(report.stage)
+        for name, counts in report.sources.items():
+            assert counts.balanced, (str(path.relative_to(run)), name, counts)
+    assert stages == {"sources", "mine", "template"}
 
 
 def test_portable_drops_every_machine_local_field_and_keeps_the_rest(tmp_path) -> None:
