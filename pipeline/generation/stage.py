@@ -590,11 +590,11 @@ def run_generate(
         "tasks": task_lists,
         "brainstorm": brainstorm_stats,
         "calls": generator.stats.to_dict(),
-        "cache_path": str(cache.path),
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
     }
     report.finish()
-    report.save(out_dir)
+    report.save(out_dir)  # the cache's folder is this machine's: logged, never in the report
+    logger.info("generate: responses cached in %s", cache.path)
     logger.info(
         "generate: %d of %d examples kept (%s)",
         report.num_kept,
