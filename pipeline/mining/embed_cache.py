@@ -63,7 +63,7 @@ class EmbeddingCache:
     def __init__(self, root: str | Path, teacher_key: str) -> None:
         self.folder = Path(root) / teacher_key
         self.folder.mkdir(parents=True, exist_ok=True)
-        remove_temp_files(self.folder)
+        remove_temp_files(self.folder, shared=True)  # other runs may be writing here now
         self.stats = CacheStats()
         self._load_index()
 
