@@ -383,6 +383,8 @@ def _stage_entries(reports: list[FoundReport]) -> list[dict[str, Any]]:
                 "num_dropped": sum(payload["dropped"].values()),
                 "dropped": payload["dropped"],
                 "sources": payload["sources"],
+                # a sources stage's documents and queries, counted apart from its records
+                "texts": payload["details"].get("texts", {}),
                 "elapsed_s": payload["elapsed_s"],
                 "details": _flat_details(payload["details"]),
             }

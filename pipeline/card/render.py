@@ -180,10 +180,30 @@ def _stage_counts(card: Mapping[str, Any]) -> str:
             _blocks(
                 head,
                 table(headers, rows) if rows else "",
+                _text_counts(entry.get("texts") or {}),
                 f"Details: {details}" if details else "",
             )
         )
     return _blocks(*blocks)
+
+
+def _text_counts(texts: Mapping[str, Any]) -> str:
+    """Documents and queries a source read beside its records (a BEIR corpus), if any."""
+    if not texts:
+        return ""
+    rows = [
+        [
+            name,
+            counts["num_in"],
+            counts.get("num_docs"),
+            counts.get("num_queries"),
+            counts.get("num_title_only_docs", 0),
+            ", ".join(f"{reason}: {n:,}" for reason, n in counts["dropped"].items()),
+        ]
+        for name, counts in texts.items()
+    ]
+    headers = ["source", "texts read", "documents", "queries", "title only", "dropped"]
+    return "Documents and queries:\n\n" + table(headers, rows)
 
 
 def _drop_reasons(card: Mapping[str, Any]) -> str:

@@ -575,6 +575,17 @@ def test_card_shows_records_kept_and_rows_written_apart(tmp_path: Path) -> None:
     sts.keep("sts", 10)
     sts.drop("sts", "below_sts_threshold", 8)
     sts.sources["sts"].num_rows = 20
+    sts.details["texts"] = {
+        "sts": {
+            "num_in": 41,
+            "num_kept": 40,
+            "num_dropped": 1,
+            "dropped": {"empty_text": 1},
+            "num_docs": 30,
+            "num_queries": 10,
+            "num_title_only_docs": 2,
+        }
+    }
     sts.finish()
     for name in ("sts", "topics"):
         (train_dir.parent / "pairs" / name).mkdir(parents=True, exist_ok=True)
@@ -588,3 +599,6 @@ def test_card_shows_records_kept_and_rows_written_apart(tmp_path: Path) -> None:
     readme = (train_dir / "README.md").read_text()
     assert "18 in, 10 kept, 8 dropped, 20 rows written" in readme
     assert "| sts | 18 | 10 | 8 | 20 | below_sts_threshold: 8 |" in readme
+    # documents and queries are counted too, title-only documents included
+    assert "| source | texts read | documents | queries | title only | dropped |" in readme
+    assert "| sts | 41 | 30 | 10 | 2 | empty_text: 1 |" in readme
