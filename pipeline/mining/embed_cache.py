@@ -10,8 +10,10 @@ included), so a query and a document with the same words but different prefixes 
 Segments are immutable and written atomically (temporary name, fsync, rename), embeddings
 first and keys last: a segment counts only once its keys file exists, so a writer killed at
 any point leaves nothing a reader will trust (and `.tmp` leftovers are removed next time).
-New texts are encoded and committed in parts of `ENCODE_PART` texts, so a run killed while
-encoding keeps every part it finished and a rerun encodes only the rest.
+New texts are encoded in parts of `ENCODE_PART` texts, and what is encoded is committed as a
+segment every `COMMIT_EVERY_S` seconds: a run killed while encoding loses at most that much
+work, and a rerun encodes only the rest. (Committing by time, not by count, keeps the cost of
+a segment, about three fsyncs, negligible for a fast GPU teacher as for a slow CPU one.)
 Embeddings are read through memory maps, so a lookup costs pages, not a copy of the cache.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +35,9 @@ logger = logging.getLogger(__name__)
 
 KEYS_SUFFIX = ".keys.npy"
 EMB_SUFFIX = ".emb.npy"
-# Texts encoded, then committed as one segment, per step: a few seconds of a CPU teacher, so
-# a kill loses little and progress shows often, while segments stay few enough to index.
-ENCODE_PART = 512
+ENCODE_PART = 512  # texts per call to the teacher (and per progress step)
+COMMIT_EVERY_S = 10.0  # encoded texts are committed as a segment at least this often
+MAX_SEGMENT_TEXTS = 65_536  # ... and at least every this many texts
 
 
 def default_cache_root() -> Path:
@@ -154,10 +157,10 @@ def encode_cached(
 ) -> np.ndarray:
     """(len(texts), dim) embeddings, encoding only texts neither cached nor seen earlier here.
 
-    Repeated texts in `texts` are encoded once. New texts are encoded `part_size` at a time
-    and each part is committed to the cache as soon as it is encoded, so an interrupted run
-    keeps what it finished. `on_progress(n)` hears of every n texts done: the cached ones at
-    once, then each encoded part.
+    Repeated texts in `texts` are encoded once. New texts are encoded `part_size` at a time;
+    the parts encoded so far are committed to the cache every `COMMIT_EVERY_S` seconds (and
+    at the end), so an interrupted run keeps what it finished. `on_progress(n)` hears of
+    every n texts done: the cached ones at once, then each encoded part.
     """
     out = np.empty((len(texts), dim), dtype=np.float32)
     if not len(texts):
@@ -177,14 +180,24 @@ def encode_cached(
     missing = np.flatnonzero(~cached)
     # encode in original order of first appearance (length sorting happens in the teacher)
     missing = missing[np.argsort(first[missing], kind="stable")]
+    pending: list[np.ndarray] = []  # encoded parts not yet committed
+    last_commit = time.monotonic()
     for start in range(0, len(missing), part_size):
         part = missing[start : start + part_size]
-        embeddings = encode([texts[int(first[i])] for i in part])
-        unique_emb[part] = embeddings
-        if cache is not None:
-            cache.write(unique_keys[part], embeddings)
-            cache.stats.misses += len(part)
+        unique_emb[part] = encode([texts[int(first[i])] for i in part])
+        pending.append(part)
+        is_last = start + part_size >= len(missing)
+        due = time.monotonic() - last_commit >= COMMIT_EVERY_S
+        if cache is not None and (is_last or due or _count(pending) >= MAX_SEGMENT_TEXTS):
+            rows = np.concatenate(pending)
+            cache.write(unique_keys[rows], unique_emb[rows])
+            cache.stats.misses += len(rows)
+            pending, last_commit = [], time.monotonic()
         if on_progress is not None:
             on_progress(int(repeats[part].sum()))
     out[:] = unique_emb[inverse.reshape(-1)]
     return out
+
+
+def _count(parts: list[np.ndarray]) -> int:
+    return sum(len(part) for part in parts)

@@ -301,17 +301,22 @@ STUCK_MINER = """
 import sys, time
 from pathlib import Path
 from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.mining import embed_cache
 from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 from embedcurate.pipeline.mining.teacher import HashingTeacher
 
+embed_cache.COMMIT_EVERY_S = 0.5  # the default is 10 s of encoding
+
 
 class StuckTeacher(HashingTeacher):
-    \"\"\"Encodes like the hashing teacher, but hangs on the texts holding the marker.\"\"\"
+    \"\"\"Encodes like the hashing teacher, as slowly as a CPU model (a part per commit
+    interval), and hangs on the texts holding the marker.\"\"\"
 
     def encode(self, texts, progress=False):
         if any("marker" in text for text in texts):
             print("stuck", flush=True)
             time.sleep(600)
+        time.sleep(0.6)
         return super().encode(texts, progress)
 
 
