@@ -9,8 +9,10 @@ path) and writes, under the run folder `out_dir`:
                       distinct positives (and given negatives) of a flat retrieval file, every
                       sentence of an STS set. Classification and clustering sources have none:
                       their negatives are given on the rows.
-- `pairs/report.json` the stage report of this call; each `pairs/<source>/report.json` holds
-                      that source's part, so per-source runs in parallel keep their own.
+- `pairs/report.json` the summary of every source's report under `pairs/`; each
+                      `pairs/<source>/report.json` holds that source's part, so per-source
+                      runs in parallel each write their own (the summary is rebuilt under a
+                      lock from them).
 
 In two passes: every source's candidate rows are built and staged first, then caps decide
 which rows each keeps (`pipeline.selection`: `max_rows`, `weight` against
@@ -24,6 +26,7 @@ rules (`below_sts_threshold`, `duplicate_pair`, `singleton_label`, `max_rows`, .
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -42,7 +45,7 @@ from embedcurate.pipeline.instructions import (
     InstructionTable,
     load_instruction_table,
 )
-from embedcurate.pipeline.report import SourceCounts, StageReport
+from embedcurate.pipeline.report import REPORT_NAME, SourceCounts, StageReport
 from embedcurate.pipeline.schemas import TableKind, TaskType, rows_to_table, schema_for
 from embedcurate.pipeline.shards import ShardWriter, write_shards
 from embedcurate.pipeline.sources.beir import BeirScan, document_text, local_beir_parts, scan_beir
@@ -528,14 +531,52 @@ def _source_details(staged: _Staged, allotment: Allotment) -> dict[str, Any]:
     }
 
 
+# Per-source parts of the report's details: `details[key][source]` <-> a source's `details[key]`
+_PER_SOURCE_DETAILS = {"sources": "source", "notes": "notes", "texts": "texts"}
+
+
 def _save_source_report(report: StageReport, name: str, out_dir: Path) -> None:
     own = StageReport(stage=report.stage, out_dir=str(pairs_dir(out_dir, name)))
     own.sources[name] = report.sources[name]
-    own.details = {"source": report.details["sources"][name]}
-    if name in report.details.get("notes", {}):
-        own.details["notes"] = report.details["notes"][name]
+    for key, own_key in _PER_SOURCE_DETAILS.items():
+        if name in report.details.get(key, {}):
+            own.details[own_key] = report.details[key][name]
     own.started_at = report.started_at
     own.finish().save(pairs_dir(out_dir, name))
+
+
+def _save_summary(out_dir: Path, report: StageReport) -> None:
+    """`pairs/report.json`: every source's own report under `pairs/`, summed.
+
+    A flow reads sources as concurrent tasks (threads or processes) in one run folder; each
+    writes only its own `pairs/<source>/` and then rebuilds the summary from all of them under
+    a lock, so the summary never depends on which task finished last.
+    """
+    pairs = out_dir / PAIRS_DIR
+    with open(pairs / ".report.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        summary = StageReport(stage=report.stage, out_dir=str(out_dir))
+        summary.details = {key: {} for key in _PER_SOURCE_DETAILS}
+        parts = [StageReport.load(path) for path in sorted(pairs.glob(f"*/{REPORT_NAME}"))]
+        parts = [part for part in parts if part.stage == report.stage]  # not `synthetic`
+        for part in parts:
+            for name, counts in part.sources.items():
+                summary.sources[name] = counts
+                for key, own_key in _PER_SOURCE_DETAILS.items():
+                    if own_key in part.details:
+                        summary.details[key][name] = part.details[own_key]
+        summary.details = {key: value for key, value in summary.details.items() if value}
+        summary.details.update(
+            {
+                key: report.details[key]
+                for key in ("instructions_hash", "seed")
+                if key in report.details
+            }
+        )
+        summary.started_at = min(part.started_at for part in parts)
+        summary.finish()
+        summary.elapsed_s = round(sum(part.elapsed_s for part in parts), 3)
+        summary.save(pairs)
 
 
 def run_sources(sources: Sequence[SourceConfig], out_dir: Path, cfg: BlendConfig) -> StageReport:
@@ -574,8 +615,5 @@ def run_sources(sources: Sequence[SourceConfig], out_dir: Path, cfg: BlendConfig
     for source in sources:
         _save_source_report(report, source.name, out_dir)
     report.finish()
-    if {source.name for source in sources} >= {source.name for source in cfg.sources}:
-        # Only a call over every source of the blend owns the stage's summary: a flow runs
-        # sources as concurrent tasks in one run folder, and each task writes only its own.
-        report.save(out_dir / PAIRS_DIR)
+    _save_summary(out_dir, report)
     return report
