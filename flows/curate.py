@@ -74,7 +74,7 @@ def stage_task(
     run = Path(run_dir)
     stage_inputs = {table: [Path(d) for d in dirs] for table, dirs in inputs.items()}
     outputs = spec.outputs(stage_inputs, run, section)
-    context = StageContext(run_dir=run, provenance=blend.resolved(), run_id=_flow_run_id())
+    context = StageContext(run_dir=run, provenance=blend.portable(), run_id=_flow_run_id())
     ran = run_once(
         run,
         part_name,

@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,10 @@ def fsync_dir(dir_path: Path) -> None:
 
 
 def temp_path_for(final_path: Path) -> Path:
-    return final_path.with_name(f".{final_path.name}.{os.getpid()}{TMP_SUFFIX}")
+    """A temporary name of the writer's own: threads of one process (a flow's concurrent
+    tasks) writing the same file must not share it, or one renames the other's away."""
+    writer = f"{os.getpid()}-{threading.get_ident()}"
+    return final_path.with_name(f".{final_path.name}.{writer}{TMP_SUFFIX}")
 
 
 @contextlib.contextmanager
@@ -56,13 +61,41 @@ def write_json_atomic(final_path: Path, payload: Any) -> None:
     write_bytes_atomic(final_path, (text + "\n").encode("utf-8"))
 
 
-def remove_temp_files(dir_path: Path) -> int:
-    """Delete leftovers of killed writers; returns how many were removed."""
+_WRITER_PID = re.compile(r"\.(\d+)(?:-\d+)?" + re.escape(TMP_SUFFIX) + "$")
+
+
+def _writer_may_be_running(name: str) -> bool:
+    """Whether the process that named a temporary file may still be writing it: this
+    process (another thread), or any live process. Unknown names count as dead."""
+    match = _WRITER_PID.search(name)
+    if match is None:
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_temp_files(dir_path: Path, *, shared: bool = False) -> int:
+    """Delete leftovers of killed writers; returns how many were removed.
+
+    In a `shared` folder (a cache other runs write at the same time) only the files of
+    writers that are no longer running are removed: deleting a live writer's temporary file
+    would make its rename fail.
+    """
     if not dir_path.is_dir():
         return 0
     removed = 0
     for leftover in dir_path.glob(f".*{TMP_SUFFIX}"):
-        leftover.unlink()
+        if shared and _writer_may_be_running(leftover.name):
+            continue
+        leftover.unlink(missing_ok=True)
         removed += 1
     return removed
 

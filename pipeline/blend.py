@@ -8,7 +8,6 @@ its key, so resolved configs (written into manifests and cards) carry no secret.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.mining.rules import MiningRule
 
 TaskTypeName = Literal["retrieval", "classification", "clustering", "sts"]
 SourceKind = Literal["beir", "jsonl", "parquet", "csv", "hf"]
@@ -34,11 +34,15 @@ SyntheticTaskType = Literal[
 ]
 RunnerKind = Literal["thread", "dask", "ray"]
 HUB_KINDS = {"hf", "beir"}  # kinds that may come from the Hugging Face hub by id
-RULE_PATTERN = re.compile(r"^(percpos|marginpos|abs):-?\d+(\.\d+)?$|^none$")
 
 
 class FrozenModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def portable(self) -> dict[str, Any]:
+        """The config as JSON-able data without machine-local settings (`portable_settings`):
+        what manifests, cards and config hashes record."""
+        return portable_settings(self)
 
 
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -205,9 +209,10 @@ class MiningConfig(FrozenModel):
 
     @field_validator("rule")
     @classmethod
-    def _rule_form(cls, value: str) -> str:
-        if not RULE_PATTERN.match(value):
-            raise ValueError(f"rule {value!r} is not one of percpos:P, marginpos:M, abs:T or none")
+    def _rule_parses(cls, value: str) -> str:
+        """Parse the rule as mining will (form and parameter ranges), so `blend check` fails
+        on a rule such as `percpos:1.5` instead of the mine stage, after the sources ran."""
+        MiningRule.parse(value)  # its ValueError becomes a validation error on mining.rule
         return value
 
     @model_validator(mode="after")
@@ -279,7 +284,8 @@ class BlendConfig(FrozenModel):
         return self
 
     def resolved(self) -> dict[str, Any]:
-        """The config as plain JSON-able data, defaults filled in (goes into manifests)."""
+        """The config as plain JSON-able data, defaults filled in, machine-local fields too
+        (what `blend check` shows); manifests, cards and hashes record `portable()`."""
         return self.model_dump(mode="json")
 
 
@@ -380,7 +386,8 @@ class TemplateStageConfig(StageSection):
         return cls(**cls.shared(blend), num_negatives=blend.mining.num_negatives)
 
 
-MACHINE_LOCAL_KEYS = frozenset({"cache_dir"})
+# Settings that describe this machine, not the data: dropped from every portable dump.
+MACHINE_LOCAL_KEYS = frozenset({"cache_dir", "out_dir"})
 
 
 def portable_settings(value: Any) -> Any:

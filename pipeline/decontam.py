@@ -296,7 +296,7 @@ def run_decontaminate(
             out_dir / name,
             TableKind.PAIRS,
             rows_per_shard=cfg.rows_per_shard,
-            config=provenance or cfg.model_dump(mode="json"),
+            config=provenance or cfg.portable(),
             seeds={"seed": cfg.seed},
             extra={"stage": "decontaminate"},
         ) as writer:

@@ -32,17 +32,38 @@ SYMMETRIC_BY_DEFAULT = {TaskType.STS, TaskType.CLASSIFICATION, TaskType.CLUSTERI
 _NAME_NOISE = re.compile(r"[\s\-_.]+")
 
 
-class UnknownTaskError(ConfigError):
-    """A task name that is not in the instruction table; the message lists the known ones."""
+BLEND_TASK_FIX = "set the source's `task:` to a known task, or give it an `instruction:`"
 
-    def __init__(self, name: str, known: list[str], table_path: Path, where: str = "") -> None:
+
+class UnknownTaskError(ConfigError):
+    """A task name that is not in the instruction table; the message lists the known ones.
+
+    `fix` says what to change in the words of the interface the user used: blend keys by
+    default; a command reraises `reworded(...)` with its own flags.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        known: list[str],
+        table_path: Path,
+        where: str = "",
+        fix: str = BLEND_TASK_FIX,
+    ) -> None:
         self.name = name
         self.known = known
+        self.table_path = table_path
+        self.where = where
         super().__init__(
             f"{where + ': ' if where else ''}unknown task {name!r}: it is not in the "
-            f"instruction table {table_path} "
-            f"(give the source an `instruction:` to use it anyway). Known tasks: "
-            f"{', '.join(known)}"
+            f"instruction table {table_path}; {fix}. Known tasks: {', '.join(known)}"
+        )
+
+    def reworded(self, fix: str, where: str | None = None) -> UnknownTaskError:
+        """The same error with the fix (and optionally the place) in another interface's
+        words, e.g. `name a known task with --task, or give --instruction` on the CLI."""
+        return UnknownTaskError(
+            self.name, self.known, self.table_path, self.where if where is None else where, fix
         )
 
 

@@ -44,6 +44,9 @@ class Manifest:
     created_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
+    # The total as written in the file (None for a manifest built in memory); validation
+    # checks it against the sum of the shards' rows.
+    recorded_num_rows: int | None = field(default=None, compare=False)
 
     @property
     def num_rows(self) -> int:
@@ -57,12 +60,14 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
+        del payload["recorded_num_rows"]
         payload["num_rows"] = self.num_rows
         return payload
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> Manifest:
         data = {k: v for k, v in payload.items() if k != "num_rows"}
+        data["recorded_num_rows"] = payload.get("num_rows")
         data["shards"] = [ShardEntry(**entry) for entry in data["shards"]]
         return cls(**data)
 

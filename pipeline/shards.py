@@ -253,9 +253,12 @@ def validate_shards(shard_dir: str | Path, kind: TableKind | str | None = None) 
     """Check a shard set against its manifest; returns the problems found (empty if valid).
 
     Checks, per shard: present, not truncated (size), content (sha256), schema (fingerprint
-    of the file's schema against the manifest's and, if given, against `kind`'s). Also flags
-    files the manifest does not list. A self-described set (an export, whose kind is not a
-    pipeline table) is checked against the fingerprint its manifest records.
+    of the file's schema against the manifest's and, if given, against `kind`'s), and its row
+    count against the Parquet footer; then the manifest's total against the sum of its shards.
+    The sha256 covers only the file, so a manifest whose counts were edited would otherwise
+    still validate. Also flags files the manifest does not list. A self-described set (an
+    export, whose kind is not a pipeline table) is checked against the fingerprint its
+    manifest records.
     """
     shard_dir = Path(shard_dir)
     if not shard_dir.is_dir():
@@ -280,6 +283,11 @@ def validate_shards(shard_dir: str | Path, kind: TableKind | str | None = None) 
         )
     for entry in manifest.shards:
         problems.extend(_check_shard(shard_dir / entry.file, entry, expected_fp))
+    if manifest.recorded_num_rows is not None and manifest.recorded_num_rows != manifest.num_rows:
+        problems.append(
+            f"{MANIFEST_NAME}: num_rows says {manifest.recorded_num_rows}, but its shards list "
+            f"{manifest.num_rows} rows in all"
+        )
     listed = {entry.file for entry in manifest.shards}
     data_dirs = {Path(name).parts[0] for name in listed if len(Path(name).parts) > 1}
     for path in sorted(shard_dir.iterdir()):
@@ -321,12 +329,21 @@ def _check_shard(path: Path, entry: ShardEntry, expected_fp: str) -> list[str]:
     if path.suffix != ".parquet":
         return []  # JSON Lines carry no schema of their own; size and sha256 vouch for them
     try:
-        file_fp = schema_fingerprint(pq.read_schema(path))
+        footer = pq.ParquetFile(path).metadata
     except (OSError, pa.ArrowException) as exc:
         return [f"{entry.file}: unreadable Parquet ({exc})"]
+    problems = []
+    file_fp = schema_fingerprint(footer.schema.to_arrow_schema())
     if file_fp != expected_fp:
-        return [f"{entry.file}: schema mismatch (fingerprint {file_fp}, expected {expected_fp})"]
-    return []
+        problems.append(
+            f"{entry.file}: schema mismatch (fingerprint {file_fp}, expected {expected_fp})"
+        )
+    if footer.num_rows != entry.rows:
+        problems.append(
+            f"{entry.file}: {footer.num_rows} rows in its Parquet footer, "
+            f"manifest says {entry.rows}"
+        )
+    return problems
 
 
 def require_valid(shard_dir: str | Path, kind: TableKind | str | None = None) -> Manifest:

@@ -292,7 +292,7 @@ def run_stages(
         raise KeyError(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGE_NAMES)}")
     run_dir = Path(run_dir)
     tables = {k: list(v) for k, v in (tables or {}).items()}
-    context = StageContext(run_dir=run_dir, provenance=blend.resolved(), run_id=run_id)
+    context = StageContext(run_dir=run_dir, provenance=blend.portable(), run_id=run_id)
     reports: dict[str, StageReport] = {}
     for spec in STAGES:
         section = spec.section(blend) if spec.name in wanted else None

@@ -80,7 +80,7 @@ def run_template(
         out_dir,
         TableKind.TRAIN,
         rows_per_shard=cfg.rows_per_shard,
-        config=provenance or cfg.model_dump(mode="json"),
+        config=provenance or cfg.portable(),
         seeds={"seed": cfg.seed},
         extra={
             "mined_config_hash": mined_manifest.config_hash,

@@ -28,8 +28,8 @@ def print_summary(report: StageReport, out: Path) -> None:
     """Rows per source, then drops per source and reason, then where the shards are."""
     details = report.details.get("sources", {})
     table = Table(title=f"pairs -> {out / 'pairs'}")
-    for column in ("source", "task", "type", "stage", "read", "rows", "dropped", "docs"):
-        numeric = column in ("stage", "read", "rows", "dropped", "docs")
+    for column in ("source", "task", "type", "stage", "read", "kept", "dropped", "rows", "docs"):
+        numeric = column in ("stage", "read", "kept", "dropped", "rows", "docs")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=numeric)
     for name, counts in sorted(report.sources.items()):
         info = details.get(name, {})
@@ -42,6 +42,7 @@ def print_summary(report: StageReport, out: Path) -> None:
             str(counts.num_in),
             str(counts.num_kept),
             str(counts.num_dropped),
+            str(counts.rows_written),
             "-" if docs is None else str(docs),
         )
     console.print(table)
@@ -56,11 +57,11 @@ def print_summary(report: StageReport, out: Path) -> None:
         console.print(drops)
     for name in sorted(details):
         info = details[name]
-        console.print(f"[bold]{name}[/]: pairs {info['pairs_dir']}", highlight=False)
+        console.print(f"[bold]{name}[/]: pairs {out / info['pairs_dir']}", highlight=False)
         if info.get("corpus_dir"):
-            console.print(f"  corpus {info['corpus_dir']}", highlight=False)
+            console.print(f"  corpus {out / info['corpus_dir']}", highlight=False)
     console.print(
-        f"{report.num_kept} rows from {len(report.sources)} source(s) in "
+        f"{report.num_rows} rows from {len(report.sources)} source(s) in "
         f"{report.elapsed_s:.1f} s; report {out / 'pairs' / 'report.json'}",
         highlight=False,
     )

@@ -386,9 +386,12 @@ def _stage_entries(reports: list[FoundReport]) -> list[dict[str, Any]]:
                 "report": found.path,
                 "num_in": payload["num_in"],
                 "num_kept": payload["num_kept"],
+                "num_rows": payload.get("num_rows", payload["num_kept"]),
                 "num_dropped": sum(payload["dropped"].values()),
                 "dropped": payload["dropped"],
                 "sources": payload["sources"],
+                # a sources stage's documents and queries, counted apart from its records
+                "texts": payload["details"].get("texts", {}),
                 "elapsed_s": payload["elapsed_s"],
                 "details": _flat_details(payload["details"]),
             }
@@ -419,7 +422,7 @@ def _generator_section(inputs: CardInputs) -> dict[str, Any]:
             for (generator_name, prompt_id), n in sorted(inputs.stats.prompt_ids.items())
         ]
     return {
-        "configured": generator.model_dump(mode="json") if generator else None,
+        "configured": generator.portable() if generator else None,
         "prompt_ids": prompt_ids,
     }
 
@@ -427,8 +430,8 @@ def _generator_section(inputs: CardInputs) -> dict[str, Any]:
 def _teacher_mining_section(inputs: CardInputs) -> dict[str, Any]:
     blend, stats = inputs.blend, inputs.stats
     return {
-        "teacher": blend.teacher.model_dump(mode="json") if blend else None,
-        "mining": blend.mining.model_dump(mode="json") if blend else None,
+        "teacher": blend.teacher.portable() if blend else None,
+        "mining": blend.mining.portable() if blend else None,
         "teachers_in_shards": dict(sorted(stats.teachers.items())) if stats else {},
         "rules_in_shards": dict(sorted(stats.mining_rules.items())) if stats else {},
     }
@@ -441,7 +444,7 @@ def _decontamination_section(inputs: CardInputs) -> dict[str, Any]:
         for found in inputs.reports
         if found.report is not None and found.report.stage == "decontaminate"
     ]
-    configured = config.model_dump(mode="json") if config else None
+    configured = config.portable() if config else None
     if configured:
         for eval_set in configured["eval_sets"]:
             eval_set["path"] = display_path(eval_set["path"])
@@ -469,7 +472,7 @@ def _run_id(inputs: CardInputs) -> str | None:
 
 def _lineage_section(inputs: CardInputs) -> dict[str, Any]:
     manifest, blend = inputs.manifest, inputs.blend
-    blend_hash = config_hash(blend.resolved()) if blend else None
+    blend_hash = config_hash(blend.portable()) if blend else None
     lineage: dict[str, Any] = {
         "blend_hash": blend_hash,
         "blend_from": inputs.blend_origin or None,

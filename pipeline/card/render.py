@@ -156,9 +156,11 @@ def _stage_counts(card: Mapping[str, Any]) -> str:
         if "problem" in entry:
             blocks.append(f"**`{entry['report']}`**: {entry['problem']}")
             continue
+        num_rows = entry.get("num_rows", entry["num_kept"])
         head = (
             f"**{entry['stage']}** (`{entry['report']}`): {entry['num_in']:,} in, "
-            f"{entry['num_kept']:,} kept, {entry['num_dropped']:,} dropped, "
+            f"{entry['num_kept']:,} kept, {entry['num_dropped']:,} dropped"
+            f"{f', {num_rows:,} rows written' if num_rows != entry['num_kept'] else ''}, "
             f"{entry['elapsed_s']:.1f} s"
         )
         rows = [
@@ -167,19 +169,41 @@ def _stage_counts(card: Mapping[str, Any]) -> str:
                 counts["num_in"],
                 counts["num_kept"],
                 counts["num_dropped"],
+                counts.get("num_rows", counts["num_kept"]),
                 ", ".join(f"{reason}: {n:,}" for reason, n in counts["dropped"].items()),
             ]
             for name, counts in entry["sources"].items()
         ]
         details = "; ".join(f"`{key}`: {_cell(value)}" for key, value in entry["details"].items())
+        headers = ["source", "in", "kept", "dropped", "rows written", "drop reasons"]
         blocks.append(
             _blocks(
                 head,
-                table(["source", "in", "kept", "dropped", "drop reasons"], rows) if rows else "",
+                table(headers, rows) if rows else "",
+                _text_counts(entry.get("texts") or {}),
                 f"Details: {details}" if details else "",
             )
         )
     return _blocks(*blocks)
+
+
+def _text_counts(texts: Mapping[str, Any]) -> str:
+    """Documents and queries a source read beside its records (a BEIR corpus), if any."""
+    if not texts:
+        return ""
+    rows = [
+        [
+            name,
+            counts["num_in"],
+            counts.get("num_docs"),
+            counts.get("num_queries"),
+            counts.get("num_title_only_docs", 0),
+            ", ".join(f"{reason}: {n:,}" for reason, n in counts["dropped"].items()),
+        ]
+        for name, counts in texts.items()
+    ]
+    headers = ["source", "texts read", "documents", "queries", "title only", "dropped"]
+    return "Documents and queries:\n\n" + table(headers, rows)
 
 
 def _drop_reasons(card: Mapping[str, Any]) -> str:

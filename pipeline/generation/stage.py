@@ -410,7 +410,7 @@ def _load_teacher_or_none(teacher_cfg: TeacherConfig) -> Any:
     from embedcurate.pipeline.mining.teacher import load_teacher
 
     try:
-        return load_teacher(teacher_cfg)
+        return load_teacher(teacher_cfg, eager=True)
     except Exception:  # the rows are dropped as unchecked, never kept
         logger.exception("teacher %s could not be loaded", teacher_cfg.model)
         return None
@@ -576,8 +576,8 @@ def run_generate(
         TableKind.PAIRS,
         rows_per_shard=stage_cfg.rows_per_shard,
         config={
-            "generator": cfg.model_dump(mode="json", exclude={"cache_dir"}),
-            "teacher": stage_cfg.teacher.model_dump(mode="json", exclude={"cache_dir"}),
+            "generator": cfg.portable(),
+            "teacher": stage_cfg.teacher.portable(),
             "prompt_ids": prompt_ids,
         },
         seeds={"generate": stage_cfg.seed},
@@ -593,11 +593,11 @@ def run_generate(
         "tasks": task_lists,
         "brainstorm": brainstorm_stats,
         "calls": generator.stats.to_dict(),
-        "cache_path": str(cache.path),
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
     }
     report.finish()
-    report.save(out_dir)
+    report.save(out_dir)  # the cache's folder is this machine's: logged, never in the report
+    logger.info("generate: responses cached in %s", cache.path)
     logger.info(
         "generate: %d of %d examples kept (%s)",
         report.num_kept,

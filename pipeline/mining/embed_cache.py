@@ -10,6 +10,10 @@ included), so a query and a document with the same words but different prefixes 
 Segments are immutable and written atomically (temporary name, fsync, rename), embeddings
 first and keys last: a segment counts only once its keys file exists, so a writer killed at
 any point leaves nothing a reader will trust (and `.tmp` leftovers are removed next time).
+New texts are encoded in parts of `ENCODE_PART` texts, and what is encoded is committed as a
+segment every `COMMIT_EVERY_S` seconds: a run killed while encoding loses at most that much
+work, and a rerun encodes only the rest. (Committing by time, not by count, keeps the cost of
+a segment, about three fsyncs, negligible for a fast GPU teacher as for a slow CPU one.)
 Embeddings are read through memory maps, so a lookup costs pages, not a copy of the cache.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 KEYS_SUFFIX = ".keys.npy"
 EMB_SUFFIX = ".emb.npy"
+ENCODE_PART = 512  # texts per call to the teacher (and per progress step)
+COMMIT_EVERY_S = 10.0  # encoded texts are committed as a segment at least this often
+MAX_SEGMENT_TEXTS = 65_536  # ... and at least every this many texts
 
 
 def default_cache_root() -> Path:
@@ -58,7 +66,7 @@ class EmbeddingCache:
     def __init__(self, root: str | Path, teacher_key: str) -> None:
         self.folder = Path(root) / teacher_key
         self.folder.mkdir(parents=True, exist_ok=True)
-        remove_temp_files(self.folder)
+        remove_temp_files(self.folder, shared=True)  # other runs may be writing here now
         self.stats = CacheStats()
         self._load_index()
 
@@ -125,7 +133,17 @@ class EmbeddingCache:
             np.save(handle, embeddings)
         with atomic_path(self.folder / f"{name}{KEYS_SUFFIX}") as tmp, open(tmp, "wb") as handle:
             np.save(handle, keys)  # written last: its presence marks the segment complete
-        self._load_index()
+        self._add_to_index(name, keys)
+
+    def _add_to_index(self, name: str, keys: np.ndarray) -> None:
+        """Merge a new segment's (sorted, unique) keys into the sorted index in O(n), without
+        reading every segment's keys again as `_load_index` does."""
+        seg_id = len(self._segment_names)
+        self._segment_names.append(name)
+        at = np.searchsorted(self._keys, keys)
+        self._keys = np.insert(self._keys, at, keys)
+        self._seg = np.insert(self._seg, at, np.full(len(keys), seg_id, dtype=np.int32))
+        self._row = np.insert(self._row, at, np.arange(len(keys), dtype=np.int64))
 
 
 def encode_cached(
@@ -134,12 +152,15 @@ def encode_cached(
     dim: int,
     cache: EmbeddingCache | None,
     *,
-    chunk_size: int = 8192,
+    part_size: int = ENCODE_PART,
+    on_progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """(len(texts), dim) embeddings, encoding only texts neither cached nor seen earlier here.
 
-    Repeated texts in `texts` are encoded once. New embeddings are written to the cache in
-    segments of `chunk_size` texts, so an interrupted run keeps what it finished.
+    Repeated texts in `texts` are encoded once. New texts are encoded `part_size` at a time;
+    the parts encoded so far are committed to the cache every `COMMIT_EVERY_S` seconds (and
+    at the end), so an interrupted run keeps what it finished. `on_progress(n)` hears of
+    every n texts done: the cached ones at once, then each encoded part.
     """
     out = np.empty((len(texts), dim), dtype=np.float32)
     if not len(texts):
@@ -152,17 +173,31 @@ def encode_cached(
         from_cache = np.empty((int(cached.sum()), dim), dtype=np.float32)
         cache.read(unique_keys[cached], from_cache)
         unique_emb[cached] = from_cache
-    missing = np.flatnonzero(~cached)
-    for start in range(0, len(missing), chunk_size):
-        part = missing[start : start + chunk_size]
-        # encode in original order of first appearance (length sorting happens in the teacher)
-        part = part[np.argsort(first[part], kind="stable")]
-        embeddings = encode([texts[int(first[i])] for i in part])
-        unique_emb[part] = embeddings
-        if cache is not None:
-            cache.write(unique_keys[part], embeddings)
-    if cache is not None:
         cache.stats.hits += int(cached.sum())
-        cache.stats.misses += len(missing)
+    repeats = np.bincount(inverse.reshape(-1), minlength=len(unique_keys))  # texts per key
+    if on_progress is not None and cached.any():
+        on_progress(int(repeats[cached].sum()))
+    missing = np.flatnonzero(~cached)
+    # encode in original order of first appearance (length sorting happens in the teacher)
+    missing = missing[np.argsort(first[missing], kind="stable")]
+    pending: list[np.ndarray] = []  # encoded parts not yet committed
+    last_commit = time.monotonic()
+    for start in range(0, len(missing), part_size):
+        part = missing[start : start + part_size]
+        unique_emb[part] = encode([texts[int(first[i])] for i in part])
+        pending.append(part)
+        is_last = start + part_size >= len(missing)
+        due = time.monotonic() - last_commit >= COMMIT_EVERY_S
+        if cache is not None and (is_last or due or _count(pending) >= MAX_SEGMENT_TEXTS):
+            rows = np.concatenate(pending)
+            cache.write(unique_keys[rows], unique_emb[rows])
+            cache.stats.misses += len(rows)
+            pending, last_commit = [], time.monotonic()
+        if on_progress is not None:
+            on_progress(int(repeats[part].sum()))
     out[:] = unique_emb[inverse.reshape(-1)]
     return out
+
+
+def _count(parts: list[np.ndarray]) -> int:
+    return sum(len(part) for part in parts)

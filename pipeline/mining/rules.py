@@ -92,7 +92,7 @@ class MiningRule:
             raise ValueError(f"rule {text!r} is not one of percpos:P, marginpos:M, abs:T or none")
         kind, value = match.group(1), float(match.group(2))
         if kind == "percpos" and not 0.0 < value <= 1.0:
-            raise ValueError(f"rule {text!r}: P must be in (0, 1]")
+            raise ValueError(f"rule {text!r}: P must be in (0, 1], e.g. percpos:0.95")
         return cls(kind, value)  # type: ignore[arg-type]
 
     def threshold(self, pos_score: float) -> float:

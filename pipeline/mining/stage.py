@@ -164,6 +164,49 @@ def check_embeddings(embeddings: np.ndarray, where: str, normalized: bool) -> No
             )
 
 
+class EncodeProgress:
+    """Documents encoded so far: a bar on a terminal, and a log line with docs/s and the time
+    left every LOG_EVERY_S seconds (Prefect and redirected output show no bar)."""
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, desc: str, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.desc = desc
+        self.total = total
+        self.done = 0
+        self.bar = tqdm(total=total, desc=desc, unit=" docs", unit_scale=True, disable=None)
+        self.started = self.last_log = time.perf_counter()
+
+    def __enter__(self) -> EncodeProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def advance(self, num_docs: int) -> None:
+        self.done += num_docs
+        self.bar.update(num_docs)
+        now = time.perf_counter()
+        if now - self.last_log >= self.LOG_EVERY_S or self.done >= self.total:
+            self.last_log = now
+            logger.info("%s", self.line(now - self.started))
+
+    def line(self, elapsed_s: float) -> str:
+        """`desc: done/total docs, rate docs/s, ETA` (rate over the whole pass so far)."""
+        rate = self.done / elapsed_s if elapsed_s > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else math.inf
+        eta = "?" if math.isinf(left) else _clock(left)
+        return f"{self.desc}: {self.done:,}/{self.total:,} docs, {rate:,.1f} docs/s, ETA {eta}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 class Miner:
     """Mines one run: the teacher, its cache, the index per pool and the rules."""
 
@@ -195,8 +238,14 @@ class Miner:
 
     # -- encoding -------------------------------------------------------------------------
 
-    def embed(self, texts: list[str], where: str) -> np.ndarray:
-        """Embeddings of texts as the teacher sees them, through the cache, checked."""
+    def embed(
+        self, texts: list[str], where: str, progress: EncodeProgress | None = None
+    ) -> np.ndarray:
+        """Embeddings of texts as the teacher sees them, through the cache, checked.
+
+        The teacher is asked only for texts the cache lacks; a custom or lazily loaded
+        teacher therefore loads nothing when every text is cached.
+        """
         dim = self.teacher.dimension
 
         def encode_new(new_texts: list[str]) -> np.ndarray:
@@ -205,7 +254,13 @@ class Miner:
             self.stats.docs_encoded += len(new_texts)
             return embeddings
 
-        return encode_cached(texts, encode_new, dim, self.cache)
+        return encode_cached(
+            texts,
+            encode_new,
+            dim,
+            self.cache,
+            on_progress=progress.advance if progress is not None else None,
+        )
 
     def _timed(self, name: str, started: float) -> None:
         self.stats.timings[name] += time.perf_counter() - started
@@ -214,17 +269,15 @@ class Miner:
         if pool.num_docs == 0:
             raise MiningError(f"pool {pool.key}: no documents to mine from")
         index = VectorIndex(self.teacher.dimension, pool.num_docs, self.index_cfg)
-        from tqdm.auto import tqdm
-
-        starts = range(0, pool.num_docs, DOC_CHUNK)
-        for start in tqdm(starts, desc=f"encode {pool.key}", unit="chunk", disable=None):
-            t0 = time.perf_counter()
-            chunk = self.teacher.document_texts(pool.texts[start : start + DOC_CHUNK])
-            embeddings = self.embed(chunk, f"pool {pool.key}, documents {start}+")
-            self._timed("encode_documents_s", t0)
-            t0 = time.perf_counter()
-            index.add(embeddings)
-            self._timed("index_build_s", t0)
+        with EncodeProgress(f"encode {pool.key}", pool.num_docs) as progress:
+            for start in range(0, pool.num_docs, DOC_CHUNK):
+                t0 = time.perf_counter()
+                chunk = self.teacher.document_texts(pool.texts[start : start + DOC_CHUNK])
+                embeddings = self.embed(chunk, f"pool {pool.key}, documents {start}+", progress)
+                self._timed("encode_documents_s", t0)
+                t0 = time.perf_counter()
+                index.add(embeddings)
+                self._timed("index_build_s", t0)
         t0 = time.perf_counter()
         index.finalize()
         self._timed("index_build_s", t0)
@@ -608,8 +661,10 @@ def mining_details(miner: Miner, elapsed_s: float) -> dict[str, Any]:
         else 0.0,
         "rows_with_too_few": stats.rows_with_too_few,
         "texts_encoded": stats.docs_encoded,
-        "cache": {
-            "dir": str(miner.cache.folder) if miner.cache else None,
+        # False when every text came from the cache and the weights were never loaded
+        "teacher_loaded": bool(getattr(miner.teacher, "loaded", True)),
+        "cache": {  # counts only: the cache's folder is this machine's, not the run's
+            "used": miner.cache is not None,
             "hits": miner.cache.stats.hits if miner.cache else 0,
             "misses": miner.cache.stats.misses if miner.cache else 0,
         },
@@ -650,7 +705,7 @@ def run_mine(
         out_dir,
         TableKind.MINED,
         rows_per_shard=cfg.rows_per_shard,
-        config=provenance or cfg.model_dump(mode="json"),
+        config=provenance or cfg.portable(),
         seeds={"mining": cfg.seed},
         extra={"teacher": teacher.name, "mining_rule": str(miner.rule)},
     ) as writer:

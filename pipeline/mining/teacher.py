@@ -49,11 +49,16 @@ def _pick_dtype(dtype: str, device: str) -> Any:
 
 
 class HFTeacher:
-    """Embeds queries and documents with a transformers model and a pooling rule."""
+    """Embeds queries and documents with a transformers model and a pooling rule.
+
+    The weights load on the first `encode`, not on construction: the name, fingerprint and
+    dimension (all a cache lookup needs) come from the config file, so a rerun whose texts
+    are all in the embedding cache never loads the model.
+    """
 
     def __init__(self, cfg: TeacherConfig) -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig
 
         self.cfg = cfg
         self.name = cfg.model
@@ -61,18 +66,38 @@ class HFTeacher:
         self.devices = _pick_devices(cfg.device)
         self.device = self.devices[0]
         self.dtype = _pick_dtype(cfg.dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._hidden_size = int(AutoConfig.from_pretrained(self.path).hidden_size)
+        self._torch = torch
+        self._replicas: list[Any] | None = None
+        self._tokenizer: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights were loaded (they are on the first `encode`)."""
+        return self._replicas is not None
+
+    def load(self) -> HFTeacher:
+        """Load the weights now (the first `encode` does it otherwise); returns self."""
+        if self._replicas is None:
+            self._load()
+        return self
+
+    def _load(self) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        cfg = self.cfg
+        tokenizer = AutoTokenizer.from_pretrained(self.path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
         if cfg.pooling == "last":
-            self.tokenizer.padding_side = "left"  # last token sits at index -1 for every row
+            tokenizer.padding_side = "left"  # last token sits at index -1 for every row
         model = AutoModel.from_pretrained(self.path, dtype=self.dtype).eval()
         if cfg.quantize == "int8":
             model = _quantize_int8(model, self.device)
-        self.model = model.to(self.device)
+        model = model.to(self.device)
         # one replica per further device; batches go to them in turn from worker threads
-        self.replicas = [self.model] + [_replica(self.model, d) for d in self.devices[1:]]
-        self._torch = torch
+        self._replicas = [model] + [_replica(model, d) for d in self.devices[1:]]
+        self._tokenizer = tokenizer
         logger.info(
             "teacher %s loaded from %s on %s (%s%s)",
             cfg.model,
@@ -83,8 +108,25 @@ class HFTeacher:
         )
 
     @property
+    def replicas(self) -> list[Any]:
+        if self._replicas is None:
+            self._load()
+        assert self._replicas is not None
+        return self._replicas
+
+    @property
+    def model(self) -> Any:
+        return self.replicas[0]
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    @property
     def dimension(self) -> int:
-        return int(self.model.config.hidden_size)
+        return self._hidden_size
 
     @property
     def fingerprint(self) -> str:
@@ -246,8 +288,12 @@ class HashingTeacher:
         return out
 
 
-def load_teacher(cfg: TeacherConfig | None = None) -> HFTeacher | HashingTeacher:
+def load_teacher(
+    cfg: TeacherConfig | None = None, *, eager: bool = False
+) -> HFTeacher | HashingTeacher:
+    """The configured teacher; its weights load on first use unless `eager` (to fail early)."""
     cfg = cfg or TeacherConfig()
     if cfg.model.startswith(HASHING_PREFIX):
         return HashingTeacher(cfg, int(cfg.model.removeprefix(HASHING_PREFIX)))
-    return HFTeacher(cfg)
+    teacher = HFTeacher(cfg)
+    return teacher.load() if eager else teacher

@@ -17,7 +17,14 @@ from typing import Any
 import pyarrow as pa
 
 from embedcurate.pipeline.errors import BadRowPolicy, InputError
-from embedcurate.pipeline.sources.readers import iter_jsonl, iter_tsv
+from embedcurate.pipeline.sources.readers import first_line_fields, iter_jsonl, iter_tsv
+
+# The qrels columns, and the names a header may give each (compared lowercased).
+QRELS_COLUMNS: dict[str, tuple[str, ...]] = {
+    "query-id": ("query-id", "query_id", "qid"),
+    "corpus-id": ("corpus-id", "corpus_id", "doc-id", "doc_id", "docid"),
+    "score": ("score", "relevance", "label"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,20 @@ class BeirScan:
     judgment_lines: dict[tuple[str, str], int]  # (query_id, doc_id) -> qrels line or row
     num_docs: int = 0
     num_judgments: int = 0
+    num_queries: int = 0  # valid queries read
+    num_not_relevant: int = 0  # judgments scored <= 0: given negatives, never rows
+    num_title_only: int = 0  # documents kept with a title and an empty text
 
 
-def local_beir_parts(folder: Path, split: str, policy: BadRowPolicy) -> BeirParts:
-    """The three parts of a BEIR folder; a missing file is an error naming it."""
+def local_beir_parts(
+    folder: Path, split: str, policy: BadRowPolicy, text_policy: BadRowPolicy | None = None
+) -> BeirParts:
+    """The three parts of a BEIR folder; a missing file is an error naming it.
+
+    Unreadable lines of the qrels go to `policy`, of the corpus and queries to `text_policy`
+    (default `policy`), as in `scan_beir`.
+    """
+    text_policy = text_policy or policy
     files = {
         "corpus": folder / "corpus.jsonl",
         "queries": folder / "queries.jsonl",
@@ -78,18 +95,57 @@ def local_beir_parts(folder: Path, split: str, policy: BadRowPolicy) -> BeirPart
         if not file.is_file():
             raise InputError(file, f"BEIR {name} file not found")
     return BeirParts(
-        corpus=RecordStream(str(files["corpus"]), iter_jsonl(files["corpus"], policy)),
-        queries=RecordStream(str(files["queries"]), iter_jsonl(files["queries"], policy)),
+        corpus=RecordStream(str(files["corpus"]), iter_jsonl(files["corpus"], text_policy)),
+        queries=RecordStream(str(files["queries"]), iter_jsonl(files["queries"], text_policy)),
         qrels=RecordStream(str(files["qrels"]), _qrels_records(files["qrels"], policy)),
     )
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def qrels_layout(path: Path) -> tuple[bool, dict[str, int]]:
+    """(has a header, position of each qrels column), from the file's first line.
+
+    A first line whose score field is a number is a judgment, not a header: the columns are
+    then query-id, corpus-id, score in that order, and the line is read as data (skipping it
+    blindly would lose one judgment uncounted). Otherwise the line must be a header naming
+    every column, in any order; columns are then read by name.
+    """
+    fields = first_line_fields(path)
+    if len(fields) >= 3 and _is_number(fields[2]):
+        return False, {name: i for i, name in enumerate(QRELS_COLUMNS)}
+    lowered = [field.lower() for field in fields]
+    positions: dict[str, int] = {}
+    for column, names in QRELS_COLUMNS.items():
+        found = [i for i, field in enumerate(lowered) if field in names]
+        if found:
+            positions[column] = found[0]
+    missing = [column for column in QRELS_COLUMNS if column not in positions]
+    if missing:
+        raise InputError(
+            path,
+            f"the first line is neither a judgment (query id, document id, numeric score) nor "
+            f"a header naming {', '.join(QRELS_COLUMNS)} (it has {', '.join(fields) or 'nothing'}"
+            f"; missing {', '.join(missing)})",
+            1,
+        )
+    return True, positions
+
+
 def _qrels_records(path: Path, policy: BadRowPolicy) -> Iterator[tuple[int, dict[str, Any]]]:
-    for line_no, fields in iter_tsv(path, policy):
-        if len(fields) < 3:
-            policy.bad(path, "malformed_qrels", line_no, "needs query-id, corpus-id, score")
+    has_header, positions = qrels_layout(path)
+    needed = max(positions.values()) + 1
+    for line_no, fields in iter_tsv(path, policy, header=has_header):
+        if len(fields) < needed:
+            policy.bad(path, "malformed_qrels", line_no, f"needs {', '.join(QRELS_COLUMNS)}")
             continue
-        yield line_no, {"query-id": fields[0], "corpus-id": fields[1], "score": fields[2]}
+        yield line_no, {column: fields[i].strip() for column, i in positions.items()}
 
 
 def _iter_texts(
@@ -152,22 +208,30 @@ def scan_beir(
     parts: BeirParts,
     policy: BadRowPolicy,
     on_document: Callable[[str, str, str], None] | None = None,
+    *,
+    text_policy: BadRowPolicy | None = None,
 ) -> BeirScan:
     """Check and index a BEIR dataset, streaming the corpus once through `on_document`.
 
     Order: queries, then qrels (a judgment naming an unknown query is reported at once), then
     the corpus (each valid document goes to `on_document(doc_id, title, text)`), then the
-    judgments naming documents the corpus lacks.
+    judgments naming documents the corpus lacks. Bad judgments go to `policy`; bad queries
+    and documents to `text_policy` (default `policy`), so a caller counting judgments can
+    count the texts apart.
     """
+    text_policy = text_policy or policy
     scan = BeirScan(queries={}, qrels={}, judged_negatives={}, judged_docs={}, judgment_lines={})
     queries = {
-        qid: text for _, qid, _, text in _iter_texts(parts.queries, policy, with_title=False)
+        qid: text for _, qid, _, text in _iter_texts(parts.queries, text_policy, with_title=False)
     }
+    scan.num_queries = len(queries)
     judgments = _read_judgments(parts.qrels, policy, set(queries), scan)
     wanted = {doc_id for _, _, doc_id, _ in judgments}
     doc_ids: set[str] = set()
-    for _, doc_id, title, text in _iter_texts(parts.corpus, policy, with_title=True):
+    for _, doc_id, title, text in _iter_texts(parts.corpus, text_policy, with_title=True):
         doc_ids.add(doc_id)
+        if not text.strip():
+            scan.num_title_only += 1
         if doc_id in wanted:
             scan.judged_docs[doc_id] = (title, text)
         if on_document is not None:
@@ -185,6 +249,7 @@ def scan_beir(
         if score > 0:
             scan.qrels.setdefault(query_id, {})[doc_id] = score
         else:
+            scan.num_not_relevant += 1
             scan.judged_negatives.setdefault(query_id, []).append(doc_id)
     scan.queries = {qid: queries[qid] for qid in scan.qrels}
     return scan

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from embedcurate.pipeline.blend import BlendConfig, format_validation_error
 from embedcurate.pipeline.errors import BadRowPolicy, ConfigError, InputError
-from embedcurate.pipeline.instructions import load_instruction_table
+from embedcurate.pipeline.instructions import UnknownTaskError, load_instruction_table
 from embedcurate.pipeline.schemas import TableKind, rows_to_table
 from embedcurate.pipeline.shards import is_complete, read_shards, write_shards
 from embedcurate.pipeline.sources.readers import iter_jsonl
@@ -81,10 +81,7 @@ def one_source_blend(
         raise ConfigError(format_validation_error(exc, "the command's options")) from exc
     table = load_instruction_table()
     if task not in table and not settings.get("instruction"):
-        raise ConfigError(
-            f"{path}: the task {task!r} is not in the instruction table; {task_hint}. "
-            f"Known tasks: {', '.join(table.names)}"
-        )
+        raise UnknownTaskError(task, table.names, table.path, where=str(path), fix=task_hint)
     return blend
 
 

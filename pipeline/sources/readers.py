@@ -1,4 +1,8 @@
-"""Line-level readers for local files that report bad lines by file and line number."""
+"""Line-level readers for local files that report bad lines by file and line number.
+
+Text is decoded as `utf-8-sig`: a byte-order mark, which editors on Windows write at the start
+of UTF-8 files, is accepted and never becomes part of the first value or column name.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import pyarrow.parquet as pq
 
 from embedcurate.pipeline.errors import BadRowPolicy, InputError
 
+TEXT_ENCODING = "utf-8-sig"  # UTF-8, with a leading byte-order mark dropped when present
+
 
 def iter_jsonl(path: Path, policy: BadRowPolicy) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) per line; bad lines go to `policy` (raise or count)."""
@@ -21,7 +27,7 @@ def iter_jsonl(path: Path, policy: BadRowPolicy) -> Iterator[tuple[int, dict[str
             if not raw.strip():
                 continue
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode(TEXT_ENCODING)
             except UnicodeDecodeError as exc:
                 policy.bad(path, "invalid_utf8", line_no, str(exc))
                 continue
@@ -39,7 +45,7 @@ def iter_jsonl(path: Path, policy: BadRowPolicy) -> Iterator[tuple[int, dict[str
 def iter_tsv(
     path: Path, policy: BadRowPolicy, *, header: bool = True
 ) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number, fields) per tab-separated line, skipping the header if present."""
+    """Yield (line number, fields) per tab-separated line, skipping line 1 when it is a header."""
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             if line_no == 1 and header:
@@ -47,11 +53,24 @@ def iter_tsv(
             if not raw.strip():
                 continue
             try:
-                text = raw.decode("utf-8").rstrip("\r\n")
+                text = raw.decode(TEXT_ENCODING).rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 policy.bad(path, "invalid_utf8", line_no, str(exc))
                 continue
             yield line_no, text.split("\t")
+
+
+def first_line_fields(path: Path, delimiter: str = "\t") -> list[str]:
+    """The stripped fields of a file's first line (empty for an empty file), to tell a header
+    from data before reading on."""
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    try:
+        text = first.decode(TEXT_ENCODING)
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"invalid_utf8 on the first line: {exc}", 1) from exc
+    text = text.rstrip("\r\n")
+    return [field.strip() for field in text.split(delimiter)] if text.strip() else []
 
 
 def _decoded_lines(path: Path, policy: BadRowPolicy, line_numbers: list[int]) -> Iterator[str]:
@@ -63,7 +82,7 @@ def _decoded_lines(path: Path, policy: BadRowPolicy, line_numbers: list[int]) ->
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode(TEXT_ENCODING)
             except UnicodeDecodeError as exc:
                 policy.bad(path, "invalid_utf8", line_no, str(exc))
                 continue
@@ -76,7 +95,7 @@ def read_header(path: Path, delimiter: str, *, quoting: bool = True) -> list[str
     with open(path, "rb") as handle:
         first = handle.readline()
     try:
-        text = first.decode("utf-8-sig")
+        text = first.decode(TEXT_ENCODING)
     except UnicodeDecodeError as exc:
         raise InputError(path, f"invalid_utf8 in the header: {exc}", 1) from exc
     dialect = {"quoting": csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE}

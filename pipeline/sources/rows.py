@@ -254,19 +254,21 @@ def retrieval_rows(
             query_id = given_query_id
         group = groups.setdefault(query_id, _QueryGroup(query=query, query_id=query_id))
         provenance = f"{reader.where}:{line}"
+        left_out: list[str] = []
         for positive_id, positive, positive_hash in zip(
             positive_ids, positives, positive_hashes, strict=True
         ):
             if positive_id in group.positive_ids:
-                reader.skip("duplicate_pair")
+                left_out.append("duplicate_pair")
                 continue
             if positive_hash == query_hash:
-                reader.skip("query_equals_positive")
+                left_out.append("query_equals_positive")
                 continue
             group.positives.append((positive_id, positive, provenance))
             group.positive_ids.add(positive_id)
             group.positive_hashes.add(positive_hash)
             documents.setdefault(positive_id, positive)
+        _count_left_out(reader, counter, left_out, num_positives=len(positives))
         group.negatives.extend(negatives)
     rows: list[dict[str, Any]] = []
     for group in groups.values():
@@ -291,6 +293,20 @@ def retrieval_rows(
                 }
             )
     return BuiltRows(rows=rows, documents=documents)
+
+
+def _count_left_out(
+    reader: FieldReader, counter: SourceCounter, left_out: list[str], *, num_positives: int
+) -> None:
+    """A record is one outcome: dropped (for its first reason) when none of its positives
+    gave a row; else kept, with each positive left out noted (not a dropped record)."""
+    if not left_out:
+        return
+    if len(left_out) == num_positives:
+        reader.skip(left_out[0])
+        return
+    for reason in left_out:
+        counter.note(f"positive_{reason}")
 
 
 def _distinct(texts: list[str]) -> list[tuple[str, str]]:

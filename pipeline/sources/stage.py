@@ -1,6 +1,6 @@
 """The sources stage: public and local data into the pairs table, for both training stages.
 
-`run_sources(sources, out_dir, cfg)` reads each blend source (a BEIR folder or hub dataset; a
+`run_sources(out_dir, cfg)` reads each source of its section (a BEIR folder or hub dataset; a
 JSONL, Parquet or CSV file with a column mapping; a Hugging Face dataset by hub id or local
 path) and writes, under the run folder `out_dir`:
 
@@ -9,8 +9,10 @@ path) and writes, under the run folder `out_dir`:
                       distinct positives (and given negatives) of a flat retrieval file, every
                       sentence of an STS set. Classification and clustering sources have none:
                       their negatives are given on the rows.
-- `pairs/report.json` the stage report of this call; each `pairs/<source>/report.json` holds
-                      that source's part, so per-source runs in parallel keep their own.
+- `pairs/report.json` the summary of every source's report under `pairs/`; each
+                      `pairs/<source>/report.json` holds that source's part, so per-source
+                      runs in parallel each write their own (the summary is rebuilt under a
+                      lock from them).
 
 In two passes: every source's candidate rows are built and staged first, then caps decide
 which rows each keeps (`pipeline.selection`: `max_rows`, `weight` against
@@ -24,6 +26,7 @@ rules (`below_sts_threshold`, `duplicate_pair`, `singleton_label`, `max_rows`, .
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -41,7 +45,7 @@ from embedcurate.pipeline.instructions import (
     InstructionTable,
     load_instruction_table,
 )
-from embedcurate.pipeline.report import StageReport
+from embedcurate.pipeline.report import REPORT_NAME, SourceCounts, StageReport
 from embedcurate.pipeline.schemas import TableKind, TaskType, rows_to_table, schema_for
 from embedcurate.pipeline.shards import ShardWriter, write_shards
 from embedcurate.pipeline.sources.beir import BeirScan, document_text, local_beir_parts, scan_beir
@@ -249,7 +253,7 @@ def _corpus_writer(source: SourceConfig, out_dir: Path, cfg: SourcesStageConfig)
         corpus_dir(out_dir, source.name),
         TableKind.CORPUS,
         rows_per_shard=cfg.rows_per_shard,
-        config={"source": source.model_dump(mode="json")},
+        config={"source": source.portable()},
     )
 
 
@@ -262,8 +266,14 @@ def _beir_rows(
     report: StageReport,
 ) -> tuple[BuiltRows, int]:
     """Rows from a BEIR split; the corpus streams into CORPUS shards as it is checked."""
+    texts = SourceCounts()
+
+    def drop_text(reason: str) -> None:
+        texts.dropped[reason] += 1
+
+    text_policy = BadRowPolicy(source.on_error, drop_text)
     if source.path is not None:
-        parts = local_beir_parts(source.path, source.split, policy)
+        parts = local_beir_parts(source.path, source.split, policy, text_policy)
     else:
         from embedcurate.pipeline.sources.hub import hub_beir_parts
 
@@ -281,10 +291,31 @@ def _beir_rows(
             sink.add(doc_id, title, text)
             progress.update()
 
-        scan = scan_beir(parts, policy, add_document)
+        scan = scan_beir(parts, policy, add_document, text_policy=text_policy)
         sink.flush()
     report.read(source.name, scan.num_judgments)
+    # a judgment scored 0 becomes its query's given negative, never a row of its own
+    report.drop(source.name, "judged_not_relevant", scan.num_not_relevant)
+    _record_texts(report, source.name, scan, texts)
     return BuiltRows(rows=_rows_from_scan(scan, task, parts.qrels.where)), scan.num_docs
+
+
+def _record_texts(report: StageReport, name: str, scan: BeirScan, texts: SourceCounts) -> None:
+    """The BEIR corpus and queries, counted apart from the judgments the source counts."""
+    texts.num_kept = scan.num_docs + scan.num_queries
+    texts.num_in = texts.num_kept + texts.num_dropped
+    report.details.setdefault("texts", {})[name] = {
+        **texts.to_dict(),
+        "num_docs": scan.num_docs,
+        "num_queries": scan.num_queries,
+        "num_title_only_docs": scan.num_title_only,
+    }
+    if scan.num_title_only:
+        logger.info(
+            "%s: %d documents have a title and an empty text; kept as their title",
+            name,
+            scan.num_title_only,
+        )
 
 
 def _rows_from_scan(scan: BeirScan, task: SourceTask, qrels_where: str) -> list[dict[str, Any]]:
@@ -393,6 +424,8 @@ def _stage_source(
         if built.rows
         else schema_for(TableKind.PAIRS).empty_table()
     )
+    if table.num_rows == 0:
+        raise InputError(_where(source), _no_rows_message(source, report))
     pq.write_table(table, staged_path)
     logger.info("%s: %d candidate rows", source.name, table.num_rows)
     return _Staged(
@@ -404,8 +437,43 @@ def _stage_source(
     )
 
 
+def _where(source: SourceConfig) -> str:
+    return str(source.path) if source.path is not None else str(source.hub_id)
+
+
+def _no_rows_message(source: SourceConfig, report: StageReport) -> str:
+    """Why a source gave nothing, in blend keys: an empty result is never a success."""
+    counts = report.sources[source.name]
+    dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.dropped.items()))
+    return (
+        f"source {source.name!r} yields no rows ({counts.num_in} records read"
+        f"{', dropped: ' + dropped if dropped else ''}); check its path, split, columns, "
+        "keep_where and sts_threshold in the blend, or remove the source"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Selecting and writing
+
+
+def _count_selection(
+    report: StageReport, name: str, allotment: Allotment, table: pa.Table, chosen: np.ndarray
+) -> None:
+    """Count the records the caps kept and cut; rows written are recorded apart.
+
+    A record (a line, a dataset row, a judgment) is kept when any of its rows is chosen and
+    cut otherwise; its rows share a provenance. Cut records are split between `max_rows` and
+    `stage_budget` in proportion to the rows each cap removed.
+    """
+    provenance = table.column("provenance").to_pylist()
+    kept = {provenance[i] for i in chosen.tolist()}
+    cut = len(set(provenance)) - len(kept)
+    report.keep(name, len(kept))
+    over = allotment.over_max_rows + allotment.over_stage_budget
+    by_max_rows = round(cut * allotment.over_max_rows / over) if over else 0
+    report.drop(name, "max_rows", by_max_rows)
+    report.drop(name, "stage_budget", cut - by_max_rows)
+    report.sources[name].num_rows = allotment.kept
 
 
 def _write_selected(
@@ -415,10 +483,12 @@ def _write_selected(
     out_dir: Path,
     cfg: SourcesStageConfig,
     table_hash: str,
+    report: StageReport,
 ) -> None:
     table = pq.read_table(staged.path, memory_map=True)
     ids = table.column("example_id").to_pylist()
     chosen = choose_rows(ids, allotment.kept, cfg.seed, source.name)
+    _count_selection(report, source.name, allotment, table, chosen)
     selected = table.take(pa.array(chosen)) if len(chosen) < table.num_rows else table
     write_shards(
         selected,
@@ -426,7 +496,7 @@ def _write_selected(
         TableKind.PAIRS,
         rows_per_shard=cfg.rows_per_shard,
         config={
-            "source": source.model_dump(mode="json"),
+            "source": source.portable(),
             "seed": cfg.seed,
             "instructions_hash": table_hash,
             "num_negatives": cfg.num_negatives,
@@ -437,7 +507,7 @@ def _write_selected(
     )
 
 
-def _source_details(staged: _Staged, allotment: Allotment, out_dir: Path) -> dict[str, Any]:
+def _source_details(staged: _Staged, allotment: Allotment) -> dict[str, Any]:
     task = staged.task
     return {
         "task_name": task.task_name,
@@ -445,22 +515,61 @@ def _source_details(staged: _Staged, allotment: Allotment, out_dir: Path) -> dic
         "stage": task.stage,
         "symmetric": task.symmetric,
         "instruction": task.definition,
-        "pairs_dir": str(pairs_dir(out_dir, task.source)),
-        "corpus_dir": str(staged.corpus_dir) if staged.corpus_dir else None,
+        # relative to the run folder, like every path a report or card records
+        "pairs_dir": str(pairs_dir(Path(), task.source)),
+        "corpus_dir": str(corpus_dir(Path(), task.source)) if staged.corpus_dir else None,
         "num_docs": staged.num_docs,
         "num_candidates": allotment.available,
         "num_rows": allotment.kept,
     }
 
 
+# Per-source parts of the report's details: `details[key][source]` <-> a source's `details[key]`
+_PER_SOURCE_DETAILS = {"sources": "source", "notes": "notes", "texts": "texts"}
+
+
 def _save_source_report(report: StageReport, name: str, out_dir: Path) -> None:
     own = StageReport(stage=report.stage, out_dir=str(pairs_dir(out_dir, name)))
     own.sources[name] = report.sources[name]
-    own.details = {"source": report.details["sources"][name]}
-    if name in report.details.get("notes", {}):
-        own.details["notes"] = report.details["notes"][name]
+    for key, own_key in _PER_SOURCE_DETAILS.items():
+        if name in report.details.get(key, {}):
+            own.details[own_key] = report.details[key][name]
     own.started_at = report.started_at
     own.finish().save(pairs_dir(out_dir, name))
+
+
+def _save_summary(out_dir: Path, report: StageReport) -> None:
+    """`pairs/report.json`: every source's own report under `pairs/`, summed.
+
+    A flow reads sources as concurrent tasks (threads or processes) in one run folder; each
+    writes only its own `pairs/<source>/` and then rebuilds the summary from all of them under
+    a lock, so the summary never depends on which task finished last.
+    """
+    pairs = out_dir / PAIRS_DIR
+    with open(pairs / ".report.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        summary = StageReport(stage=report.stage, out_dir=str(out_dir))
+        summary.details = {key: {} for key in _PER_SOURCE_DETAILS}
+        parts = [StageReport.load(path) for path in sorted(pairs.glob(f"*/{REPORT_NAME}"))]
+        parts = [part for part in parts if part.stage == report.stage]  # not `synthetic`
+        for part in parts:
+            for name, counts in part.sources.items():
+                summary.sources[name] = counts
+                for key, own_key in _PER_SOURCE_DETAILS.items():
+                    if own_key in part.details:
+                        summary.details[key][name] = part.details[own_key]
+        summary.details = {key: value for key, value in summary.details.items() if value}
+        summary.details.update(
+            {
+                key: report.details[key]
+                for key in ("instructions_hash", "seed")
+                if key in report.details
+            }
+        )
+        summary.started_at = min(part.started_at for part in parts)
+        summary.finish()
+        summary.elapsed_s = round(sum(part.elapsed_s for part in parts), 3)
+        summary.save(pairs)
 
 
 def run_sources(out_dir: Path, cfg: SourcesStageConfig) -> StageReport:
@@ -492,17 +601,13 @@ def run_sources(out_dir: Path, cfg: SourcesStageConfig) -> StageReport:
         for source in sources:
             allotment = allotments[source.name]
             _write_selected(
-                source, staged[source.name], allotment, out_dir, cfg, table.content_hash
+                source, staged[source.name], allotment, out_dir, cfg, table.content_hash, report
             )
-            report.keep(source.name, allotment.kept)
-            report.drop(source.name, "max_rows", allotment.over_max_rows)
-            report.drop(source.name, "stage_budget", allotment.over_stage_budget)
-            report.details["sources"][source.name] = _source_details(
-                staged[source.name], allotment, out_dir
-            )
+            report.details["sources"][source.name] = _source_details(staged[source.name], allotment)
     report.details["instructions_hash"] = table.content_hash
     report.details["seed"] = cfg.seed
     for source in sources:
         _save_source_report(report, source.name, out_dir)
-    report.finish().save(out_dir / PAIRS_DIR)
+    report.finish()
+    _save_summary(out_dir, report)
     return report

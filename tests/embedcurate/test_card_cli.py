@@ -28,7 +28,7 @@ def make_run(root: Path) -> Path:
     ]  # fmt: skip
     train_dir = root / "run" / "train"
     write_shards(
-        rows_to_table(rows, TableKind.TRAIN), train_dir, TableKind.TRAIN, config=blend.resolved()
+        rows_to_table(rows, TableKind.TRAIN), train_dir, TableKind.TRAIN, config=blend.portable()
     )
     report = StageReport(stage="mine")
     report.read("beir-mini", 14)

@@ -40,6 +40,17 @@ def test_blend_check_prints_resolved_config_or_the_error(tmp_path) -> None:
     assert "'embedded'" in bad.stderr
 
 
+def test_blend_check_refuses_a_rule_parameter_out_of_range(tmp_path) -> None:
+    demo = (REPO / "blends" / "demo.yaml").read_text(encoding="utf-8")
+    assert "rule: percpos:0.95" in demo
+    blend = tmp_path / "demo.yaml"
+    blend.write_text(demo.replace("rule: percpos:0.95", "rule: percpos:1.5"), encoding="utf-8")
+    (tmp_path / "demo_data").symlink_to(REPO / "blends" / "demo_data")
+    result = run_cli("blend", "check", str(blend))
+    assert result.returncode == 1
+    assert "mining.rule: rule 'percpos:1.5': P must be in (0, 1]" in result.stderr
+
+
 def test_paper_blend_check_says_what_it_needs() -> None:
     result = run_cli("blend", "check", "blends/nv-embed-v2.yaml")
     assert result.returncode == 0, result.stderr

@@ -85,6 +85,14 @@ def test_bad_mining_rule_and_window(tmp_path) -> None:
     assert "percpos:P" in str(info.value)
 
 
+@pytest.mark.parametrize("rule", ["percpos:1.5", "percpos:0", "percpos:-0.2"])
+def test_a_rule_parameter_out_of_range_fails_where_the_blend_is_parsed(tmp_path, rule) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_blend(_blend(tmp_path, GOOD + f"mining:\n  rule: {rule}\n"))
+    assert "mining.rule" in str(info.value)
+    assert "P must be in (0, 1]" in str(info.value)
+
+
 def test_blend_needs_input_and_unique_names(tmp_path) -> None:
     with pytest.raises(ConfigError, match="at least one source or a generator"):
         load_blend(_blend(tmp_path, "name: empty\n"))

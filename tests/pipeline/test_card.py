@@ -169,7 +169,7 @@ def build_run(run_dir: Path, blend: Any, rows: list[dict[str, Any]] | None = Non
         train_dir,
         TableKind.TRAIN,
         rows_per_shard=9,
-        config=blend.resolved(),
+        config=blend.portable(),  # as run_template records it
         seeds={"seed": blend.seed},
     )
     synthetic = [
@@ -569,3 +569,41 @@ def test_unreadable_report_is_named_and_html_escapes_row_text(tmp_path: Path, pa
     assert "&lt;script&gt;" in page
     readme = (shard_dir / "README.md").read_text()
     assert "\\| pipes \\| and newlines" in readme  # a table cell stays one cell
+
+
+def test_card_shows_records_kept_and_rows_written_apart(tmp_path: Path) -> None:
+    """An STS pair is one record and two rows: the card must not count rows as kept records."""
+    blend = blend_for(tmp_path)
+    train_dir = build_run(tmp_path / "run", blend)
+    sts = StageReport(stage="sources")
+    sts.read("sts", 18)
+    sts.keep("sts", 10)
+    sts.drop("sts", "below_sts_threshold", 8)
+    sts.sources["sts"].num_rows = 20
+    sts.details["texts"] = {
+        "sts": {
+            "num_in": 41,
+            "num_kept": 40,
+            "num_dropped": 1,
+            "dropped": {"empty_text": 1},
+            "num_docs": 30,
+            "num_queries": 10,
+            "num_title_only_docs": 2,
+        }
+    }
+    sts.finish()
+    for name in ("sts", "topics"):
+        (train_dir.parent / "pairs" / name).mkdir(parents=True, exist_ok=True)
+    sts.save(train_dir.parent / "pairs" / "sts")
+    sts.save(train_dir.parent / "pairs")
+    run_card(train_dir, tmp_path / "run", blend)
+    card = json.loads((train_dir / "card.json").read_text())
+    entry = next(e for e in card["stages"] if e["report"] == "pairs/report.json")
+    assert (entry["num_in"], entry["num_kept"], entry["num_dropped"]) == (18, 10, 8)
+    assert entry["num_rows"] == entry["sources"]["sts"]["num_rows"] == 20
+    readme = (train_dir / "README.md").read_text()
+    assert "18 in, 10 kept, 8 dropped, 20 rows written" in readme
+    assert "| sts | 18 | 10 | 8 | 20 | below_sts_threshold: 8 |" in readme
+    # documents and queries are counted too, title-only documents included
+    assert "| source | texts read | documents | queries | title only | dropped |" in readme
+    assert "| sts | 41 | 30 | 10 | 2 | empty_text: 1 |" in readme

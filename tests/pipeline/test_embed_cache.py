@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -59,7 +63,7 @@ def test_a_killed_writer_leaves_nothing_a_reader_trusts(tmp_path) -> None:
     # killed after the embeddings, before the keys: the segment is incomplete
     np.save(folder / f"seg-orphan{EMB_SUFFIX}", np.zeros((1, 4), np.float32))
     # killed mid-write of a temporary file
-    (folder / f".seg-x{KEYS_SUFFIX}.123.tmp").write_bytes(b"partial")
+    (folder / f".seg-x{KEYS_SUFFIX}.{_dead_pid()}-1.tmp").write_bytes(b"partial")
     reopened = EmbeddingCache(tmp_path, "t")
     assert len(reopened) == 1
     assert not list(folder.glob("*.tmp"))
@@ -72,3 +76,27 @@ def test_dimension_mismatch_is_an_error(tmp_path) -> None:
     cache.write(text_keys(["x"]), np.ones((1, 4), np.float32))
     with pytest.raises(ValueError, match="cached dimension 4"):
         cache.read(text_keys(["x"]), np.empty((1, 8), np.float32))
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and was reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_opening_a_shared_cache_keeps_the_temporary_files_of_live_writers(tmp_path) -> None:
+    """Two runs share one cache: the second must not delete what the first is writing."""
+    folder = EmbeddingCache(tmp_path, "t").folder
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = folder / f".seg-a{EMB_SUFFIX}.{writer.pid}-7.tmp"
+        ours = folder / f".seg-b{EMB_SUFFIX}.{os.getpid()}-9.tmp"  # another thread of ours
+        dead = folder / f".seg-c{EMB_SUFFIX}.{_dead_pid()}-3.tmp"
+        for path in (live, ours, dead):
+            path.write_bytes(b"partial")
+        EmbeddingCache(tmp_path, "t")
+        assert sorted(p.name for p in folder.glob("*.tmp")) == sorted([live.name, ours.name])
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)

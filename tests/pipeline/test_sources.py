@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import codecs
 import json
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -9,10 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from embedcurate.pipeline.atomic import temp_path_for
 from embedcurate.pipeline.blend import BlendConfig, SourcesStageConfig, parse_blend
 from embedcurate.pipeline.errors import ConfigError, InputError
 from embedcurate.pipeline.instructions import load_instruction_table
 from embedcurate.pipeline.manifest import read_manifest
+from embedcurate.pipeline.report import StageReport
 from embedcurate.pipeline.shards import read_shards, validate_shards
 from embedcurate.pipeline.sources.stage import run_sources
 
@@ -100,12 +104,15 @@ def test_beir_gives_a_row_per_positive_with_every_positive_id_and_writes_the_cor
     assert corpus.num_rows == 50
     assert corpus.column("title").to_pylist()[3] == "Topic 3"
     counts = report.sources["sf"]
-    assert (counts.num_in, counts.num_kept, counts.num_dropped) == (22, 21, 0)
+    # 22 judgments: 21 rows, and q01's score-0 judgment, which is q01's given negative
+    assert (counts.num_in, counts.num_kept, counts.num_dropped) == (22, 21, 1)
+    assert counts.dropped == {"judged_not_relevant": 1}
     assert validate_shards(out / "pairs" / "sf") == []
     saved = json.loads((out / "pairs" / "report.json").read_text())
     assert saved["sources"]["sf"]["num_kept"] == 21
     own = json.loads((out / "pairs" / "sf" / "report.json").read_text())
-    assert own["details"]["source"]["corpus_dir"] == str(out / "corpus" / "sf")
+    assert own["details"]["source"]["corpus_dir"] == "corpus/sf"  # relative to the run folder
+    assert own["out_dir"] == "."
 
 
 def test_a_rerun_writes_the_same_shard_bytes(tmp_path, beir_dir) -> None:
@@ -166,7 +173,16 @@ def test_bad_beir_input_under_drop_is_counted_and_the_rest_kept(
         tmp_path, {"name": "sf", "kind": "beir", "path": str(beir_dir), "on_error": "drop"}
     )
     out, report = run(tmp_path, blend)
-    assert dict(report.sources["sf"].dropped) == {reason: 1}
+    counts = report.sources["sf"]
+    texts = report.details["texts"]["sf"]
+    if file.startswith("qrels"):  # judgments are the source's records
+        assert dict(counts.dropped) == {reason: 1, "judged_not_relevant": 1}
+        assert texts["dropped"] == {}
+    else:  # documents and queries are counted apart, in the stage's details
+        assert dict(counts.dropped) == {"judged_not_relevant": 1}
+        assert texts["dropped"] == {reason: 1}
+        assert texts["num_in"] == texts["num_kept"] + 1
+    assert counts.num_in == counts.num_kept + counts.num_dropped
     assert len(pairs_rows(out, "sf")) == 21
 
 
@@ -205,7 +221,10 @@ def test_jsonl_retrieval_groups_positives_by_query_and_keeps_given_negatives(tmp
     assert wrote[0]["given_negatives"] == ["Bob read it."]
     when = next(r for r in rows if r["query"] == "when was it")
     assert when["given_negatives"] == ["Ann wrote it.", "In 2001."]  # another query's positive
-    assert dict(report.sources["qa"].dropped) == {"duplicate_pair": 1}
+    # three lines, each kept; line 2 repeats one positive, which is noted, not a dropped line
+    counts = report.sources["qa"]
+    assert (counts.num_in, counts.num_kept, counts.num_dropped, counts.num_rows) == (3, 3, 0, 3)
+    assert report.details["notes"]["qa"]["positive_duplicate_pair"] == 1
     corpus = read_shards(out / "corpus" / "qa", "corpus").column("text").to_pylist()
     assert sorted(corpus) == sorted(
         ["Ann wrote it.", "Ann is the author.", "In 1999.", "Bob read it.", "In 2001."]
@@ -606,3 +625,218 @@ def test_beir_in_the_mteb_hub_layout_reads_through_datasets(tmp_path) -> None:
     assert next(r for r in rows if r["query_id"] == "q00")["positive_ids"] == ["d00", "d20"]
     assert read_shards(out / "corpus" / "hubsf", "corpus").num_rows == 50
     assert report.sources["hubsf"].num_in == 22
+
+
+# ---- every record counted: headers, byte-order marks, empty sources, in = kept + dropped ----
+
+BOM = codecs.BOM_UTF8
+
+
+def _qrels(beir_dir: Path) -> Path:
+    return beir_dir / "qrels" / "train.tsv"
+
+
+def _drop_header(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")
+    return lines[1:]
+
+
+def test_qrels_without_a_header_keep_their_first_judgment(tmp_path) -> None:
+    beir = make_beir(tmp_path / "scifact")
+    judgments = _drop_header(_qrels(beir))
+    assert judgments[0] == "q00\td00\t1"
+    _, report = run(tmp_path, blend_of(tmp_path, {"name": "sf", "kind": "beir", "path": beir}))
+    counts = report.sources["sf"]
+    assert counts.num_in == len(judgments) == 22
+    assert (counts.num_kept, dict(counts.dropped)) == (21, {"judged_not_relevant": 1})
+    rows = pairs_rows(tmp_path / "out", "sf")
+    assert {r["positive_id"] for r in rows if r["query_id"] == "q00"} == {"d00", "d20"}
+
+
+def test_a_qrels_header_is_read_by_its_names_in_any_order(tmp_path) -> None:
+    beir = make_beir(tmp_path / "scifact")
+    judgments = [line.split("\t") for line in _drop_header(_qrels(beir))]
+    lines = ["score\tquery_id\tdoc_id"] + [f"{s}\t{q}\t{d}" for q, d, s in judgments]
+    _qrels(beir).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out, report = run(tmp_path, blend_of(tmp_path, {"name": "sf", "kind": "beir", "path": beir}))
+    assert (report.sources["sf"].num_in, report.sources["sf"].num_kept) == (22, 21)
+    assert len(pairs_rows(out, "sf")) == 21
+
+
+def test_a_qrels_first_line_that_is_neither_header_nor_judgment_is_named(tmp_path) -> None:
+    beir = make_beir(tmp_path / "scifact")
+    text = _qrels(beir).read_text(encoding="utf-8")
+    _qrels(beir).write_text(text.replace("query-id\t", "question\t", 1), encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        run(tmp_path, blend_of(tmp_path, {"name": "sf", "kind": "beir", "path": beir}))
+    assert info.value.path == str(_qrels(beir))
+    assert info.value.row == 1
+    assert "query-id, corpus-id, score" in str(info.value)
+    assert "missing query-id" in str(info.value)
+
+
+def _with_bom(path: Path) -> None:
+    path.write_bytes(BOM + path.read_bytes())
+
+
+def test_a_byte_order_mark_is_accepted_in_every_beir_file(tmp_path) -> None:
+    beir = make_beir(tmp_path / "scifact")
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv"):
+        _with_bom(beir / name)
+    out, report = run(tmp_path, blend_of(tmp_path, {"name": "sf", "kind": "beir", "path": beir}))
+    assert (report.sources["sf"].num_in, report.sources["sf"].num_kept) == (22, 21)
+    corpus = read_shards(out / "corpus" / "sf", "corpus")
+    assert corpus.column("doc_id").to_pylist()[0] == "d00"
+
+
+def test_a_byte_order_mark_is_accepted_in_jsonl_and_csv_sources(tmp_path) -> None:
+    jsonl = many_pairs(tmp_path, "qa", 3)
+    _with_bom(Path(jsonl["path"]))
+    sts = write_sts_tsv(tmp_path / "sts.tsv")  # no header: the BOM would sit in a value
+    _with_bom(sts)
+    topics = tmp_path / "topics.csv"
+    topics.write_bytes(BOM + b"text,label\nRockets fly,space\nComets glow,space\nBread,food\n")
+    topic_source = {
+        "name": "topics",
+        "kind": "csv",
+        "path": str(topics),
+        "task": "DemoTopics",
+        "task_type": "classification",
+        "columns": {"query": "text", "label": "label"},
+        "on_error": "drop",
+    }
+    out, report = run(tmp_path, blend_of(tmp_path, jsonl, sts_source(sts), topic_source))
+    assert report.sources["qa"].num_kept == 3
+    sts_rows = pairs_rows(out, "sts")
+    assert ('A plane is taking "off.', "An air plane is taking off.") in {
+        (r["query"], r["positive"]) for r in sts_rows
+    }
+    assert {r["label"] for r in pairs_rows(out, "topics")} == {"space"}
+
+
+@pytest.mark.parametrize(
+    ("keep_where", "reason"),
+    [({"query": "no such text"}, "filtered 3"), ({}, None)],
+    ids=["all-filtered", "empty-file"],
+)
+def test_a_source_that_yields_no_rows_fails_naming_it(tmp_path, keep_where, reason) -> None:
+    source = {**many_pairs(tmp_path, "qa", 3), "keep_where": keep_where}
+    if reason is None:
+        Path(source["path"]).write_text("", encoding="utf-8")
+    other = many_pairs(tmp_path, "fine", 2)
+    blend = blend_of(tmp_path, other, source)
+    with pytest.raises(InputError) as info:
+        run(tmp_path, blend)
+    message = str(info.value)
+    assert info.value.path == source["path"]
+    assert "source 'qa' yields no rows" in message
+    assert "keep_where" in message
+    if reason:
+        assert reason in message
+
+
+def _mixed_blend(tmp_path: Path):
+    beir = make_beir(tmp_path / "scifact")
+    with open(beir / "corpus.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"_id": "t1", "title": "Only a title", "text": ""}) + "\n")
+        handle.write(json.dumps({"_id": "t2", "title": "", "text": "  "}) + "\n")
+    qa = tmp_path / "qa.jsonl"
+    records = [
+        {"q": "who wrote it", "p": ["Ann wrote it.", "Ann is the author."]},
+        {"q": "who wrote it", "p": ["Ann wrote it.", "Ann signed it."]},  # one repeat
+        {"q": "who wrote it", "p": "Ann wrote it."},  # nothing new: a dropped line
+        {"q": "same", "p": "same"},
+        {"q": "", "p": "no query"},
+    ]
+    qa.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return blend_of(
+        tmp_path,
+        {"name": "sf", "kind": "beir", "path": beir, "on_error": "drop", "max_rows": 15},
+        {
+            "name": "qa",
+            "kind": "jsonl",
+            "path": qa,
+            "task": "NQ",
+            "columns": {"query": "q", "positive": "p"},
+            "on_error": "drop",
+        },
+        sts_source(write_sts_tsv(tmp_path / "sts.tsv"), max_rows=3),
+    )
+
+
+def test_records_in_equal_kept_plus_dropped_per_source_with_rows_apart(tmp_path) -> None:
+    out, report = run(tmp_path, _mixed_blend(tmp_path))
+    saved = StageReport.load(out / "pairs" / "report.json")
+    for counts in (report.sources, saved.sources):
+        for name, source in counts.items():
+            assert source.num_in == source.num_kept + source.num_dropped, (name, source)
+    sts = report.sources["sts"]
+    # 5 pairs: 1 below the threshold, 1 repeat; 3 kept give 6 rows, of which max_rows keeps 3
+    assert sts.num_in == 5
+    assert sts.dropped["below_sts_threshold"] == 1
+    assert sts.dropped["duplicate_pair"] == 1
+    assert sts.num_rows == len(pairs_rows(out, "sts")) == 3
+    assert sts.num_kept + sts.dropped["max_rows"] == 3
+    assert 2 <= sts.num_kept <= 3  # three rows span two or three pairs
+    qa = report.sources["qa"]
+    assert (qa.num_in, qa.num_kept, qa.num_rows) == (5, 2, 3)
+    assert dict(qa.dropped) == {
+        "duplicate_pair": 1,
+        "query_equals_positive": 1,
+        "empty_text": 1,
+    }
+    assert report.details["notes"]["qa"]["positive_duplicate_pair"] == 1
+    sf = report.sources["sf"]
+    assert (sf.num_in, sf.num_kept, sf.num_rows) == (22, 15, 15)
+    assert dict(sf.dropped) == {"judged_not_relevant": 1, "max_rows": 6}
+    assert report.num_rows == 3 + 3 + 15
+    assert saved.to_dict()["num_rows"] == report.num_rows
+
+
+def test_documents_with_an_empty_body_are_counted(tmp_path) -> None:
+    _, report = run(tmp_path, _mixed_blend(tmp_path))
+    texts = report.details["texts"]["sf"]
+    assert texts["num_title_only_docs"] == 1  # t1: kept, as its title
+    assert texts["num_docs"] == 51
+    assert texts["dropped"] == {"empty_text": 1}  # t2: nothing at all
+    assert texts["num_in"] == texts["num_kept"] + texts["num_dropped"] == 51 + 21 + 1
+
+
+def test_concurrent_source_tasks_write_only_their_own_files(tmp_path) -> None:
+    """The flow runs each source as a task in one run folder: no shared summary, no clash."""
+    blend = blend_of(tmp_path, *(many_pairs(tmp_path, f"s{i}", 40) for i in range(4)))
+    out = tmp_path / "out"
+    errors: list[BaseException] = []
+
+    def one(source) -> None:
+        try:
+            for _ in range(3):
+                run_sources(out, SourcesStageConfig.of(blend).only([source]))
+        except BaseException as exc:  # collected, then asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(s,)) for s in blend.sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for source in blend.sources:
+        own = StageReport.load(out / "pairs" / source.name / "report.json")
+        assert list(own.sources) == [source.name]
+        assert own.sources[source.name].num_kept == 40
+    # the summary is rebuilt from every source's own report, whichever task finished last
+    summary = StageReport.load(out / "pairs" / "report.json")
+    assert sorted(summary.sources) == ["s0", "s1", "s2", "s3"]
+    assert (summary.num_in, summary.num_kept) == (160, 160)
+    assert sorted(summary.details["sources"]) == ["s0", "s1", "s2", "s3"]
+
+
+def test_threads_writing_one_file_get_their_own_temporary_names(tmp_path) -> None:
+    target = tmp_path / "report.json"
+    names: list[Path] = []
+    thread = threading.Thread(target=lambda: names.append(temp_path_for(target)))
+    thread.start()
+    thread.join()
+    assert names[0] != temp_path_for(target)

@@ -90,6 +90,20 @@ def test_a_second_run_makes_no_calls_and_writes_the_same_shards(tmp_path: Path) 
     assert second.num_kept == first.num_kept
 
 
+def test_the_response_cache_folder_stays_out_of_the_report_and_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "run" / "pairs" / "synthetic"
+    cache = tmp_path / "home" / ".cache" / "embedcurate"
+    with ScriptedServer() as server:
+        blend = _blend(server, cache, num_tasks=1, examples_per_task=1)
+        assert blend.generator is not None
+        run_generate(blend.generator, out, blend)
+    assert any(cache.rglob("*"))  # the responses were cached there
+    for name in ("report.json", "manifest.json"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert str(cache) not in text, name
+        assert str(tmp_path / "run") not in text, name
+
+
 def test_sts_and_classification_rows_feed_stage_two(tmp_path: Path) -> None:
     out = tmp_path / "synthetic"
     with ScriptedServer() as server:
