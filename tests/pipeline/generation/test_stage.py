@@ -96,7 +96,7 @@ def test_the_response_cache_folder_stays_out_of_the_report_and_manifest(tmp_path
     with ScriptedServer() as server:
         blend = _blend(server, cache, num_tasks=1, examples_per_task=1)
         assert blend.generator is not None
-        run_generate(blend.generator, out, blend)
+        run_generate(out, GenerateStageConfig.of(blend))
     assert any(cache.rglob("*"))  # the responses were cached there
     for name in ("report.json", "manifest.json"):
         text = (out / name).read_text(encoding="utf-8")
