@@ -64,6 +64,8 @@ def load_backbone(cfg: BackboneConfig, device: torch.device | None = None) -> Lo
     path, gguf_file = resolve_backbone(cfg)
     location: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     config = AutoConfig.from_pretrained(path, **location)
+    # weights from safetensors (or GGUF) only: a pickled .bin from a folder or hub is refused
+    weights = location or {"use_safetensors": True}
     model_type = config.model_type
     if extra := config_kwargs(model_type):
         # Rebuild rather than pass kwargs to from_pretrained: kwargs are set after the config's
@@ -74,7 +76,7 @@ def load_backbone(cfg: BackboneConfig, device: torch.device | None = None) -> Lo
         config=config,
         dtype=pick_dtype(cfg.dtype, device),
         attn_implementation=cfg.attn_implementation,
-        **location,
+        **weights,
     ).to(device)
     mode = mode_for_config(model.config)
     tokenizer = load_tokenizer(path, **location)

@@ -66,7 +66,8 @@ class HFTeacher:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if cfg.pooling == "last":
             self.tokenizer.padding_side = "left"  # last token sits at index -1 for every row
-        model = AutoModel.from_pretrained(self.path, dtype=self.dtype).eval()
+        # safetensors only: a pickled pytorch_model.bin is refused, never unpickled
+        model = AutoModel.from_pretrained(self.path, dtype=self.dtype, use_safetensors=True).eval()
         if cfg.quantize == "int8":
             model = _quantize_int8(model, self.device)
         self.model = model.to(self.device)
