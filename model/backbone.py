@@ -82,10 +82,7 @@ def load_backbone(cfg: BackboneConfig, device: torch.device | None = None) -> Lo
     tokenizer = load_tokenizer(path, **location)
     if cfg.verify_bidirectional:
         check_bidirectional(model, mode, vocab_size=int(model.config.vocab_size))
-    use_checkpointing = cfg.gradient_checkpointing == "on" or (
-        cfg.gradient_checkpointing == "auto" and device.type == "cuda"
-    )
-    if use_checkpointing:
+    if uses_checkpointing(cfg, device):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     logger.info(
         "backbone %s (%s, %s attention, %s) on %s",
@@ -97,6 +94,13 @@ def load_backbone(cfg: BackboneConfig, device: torch.device | None = None) -> Lo
     )
     return LoadedBackbone(
         model=model, tokenizer=tokenizer, mode=mode, hidden_size=int(model.config.hidden_size)
+    )
+
+
+def uses_checkpointing(cfg: BackboneConfig, device: torch.device) -> bool:
+    """Gradient checkpointing: as configured, and "auto" means on GPUs only."""
+    return cfg.gradient_checkpointing == "on" or (
+        cfg.gradient_checkpointing == "auto" and device.type == "cuda"
     )
 
 

@@ -59,6 +59,7 @@ from embedcurate.model.data import (
 from embedcurate.model.embedder import Embedder, build_embedder
 from embedcurate.model.io import load_weights, save_embedder
 from embedcurate.model.losses import InfoNCELoss, LossOutput
+from embedcurate.model.memory import fit_to_device
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +119,10 @@ def train(shards_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> Trai
     shards = TrainShards(shards_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _record_config(out_dir, cfg, shards)
+    _record_config(out_dir, cfg, shards)  # refuses another embedder before loading one
     trainer = Trainer(cfg, shards, out_dir)
+    if trainer.cfg != cfg:
+        _record_config(out_dir, trainer.cfg, shards)  # the chunking chosen for this device
     report = TrainReport(run_dir=str(out_dir), shards_dir=str(shards.shards_dir))
     for stage in cfg.stages:
         report.stages.append(trainer.run_stage(stage))
@@ -162,6 +165,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the latent array and LoRA A matrices start the same
         self.embedder: Embedder = build_embedder(cfg.embedder, device=self.accelerator.device)
         self.model = self.accelerator.prepare_model(self.embedder)
+        # before step 1: GradCache where a micro-batch would not fit, or a refusal naming flags
+        self.cfg = fit_to_device(cfg, self.embedder, self.accelerator.device)
         self.loss_fn = InfoNCELoss(cfg.loss.temperature, cfg.loss.mask_same_text)
 
     # ----- one stage -------------------------------------------------------------------
