@@ -32,6 +32,7 @@ import torch
 
 from embedcurate.model.backbone import uses_checkpointing
 from embedcurate.model.config import StageConfig, TrainConfig
+from embedcurate.pipeline.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ ADAM_BYTES_PER_TRAINABLE = 16  # fp32 gradient, two moments, and the update's te
 CGROUP_DIR = Path("/sys/fs/cgroup")
 
 
-class MemoryBudgetError(ValueError):
-    """A training step that cannot fit the device's free memory, found before step 1."""
+class MemoryBudgetError(ConfigError, ValueError):
+    """A training step that cannot fit the device's free memory, found before step 1 (a
+    configuration error: `curate --train` reports it, and no retry can make it fit)."""
 
 
 @dataclass(frozen=True)
