@@ -163,7 +163,9 @@ def plan_stage(
         raise MemoryBudgetError(
             f"stage {stage_cfg.stage}: one text of {max(max_query, max_doc)} tokens needs about "
             f"{_gib(per_text)} of activations, more than the {_gib(budget)} this device can "
-            "give a step; lower --max-length, or train on a device with more memory"
+            "give a step; lower --max-length"
+            + (", raise --max-memory-gib" if cfg.max_memory_gib is not None else "")
+            + ", or train on a device with more memory"
         )
     if chunk is not None and chunk > fits:
         raise MemoryBudgetError(
