@@ -111,8 +111,10 @@ def test_the_budget_is_a_share_of_free_memory_capped_by_the_config(
 ) -> None:
     import psutil
 
-    free = psutil.virtual_memory().available
-    assert 0 < budget_bytes(CPU, minilm_shape) <= free // 2
+    before = psutil.virtual_memory().available
+    budget = budget_bytes(CPU, minilm_shape)
+    after = psutil.virtual_memory().available
+    assert 0 < budget <= max(before, after) // 2  # other processes move it between reads
     assert budget_bytes(CPU, minilm_shape, cap_gib=0.5) <= GIB // 2
 
 
