@@ -137,7 +137,7 @@ def main() -> None:
         started = time.perf_counter()
         np.save(cache, untrained.encode_documents(doc_texts, progress=True))
         results["corpus_encode_seconds"] = time.perf_counter() - started
-    doc_emb = np.load(cache)
+    doc_emb = np.load(cache, allow_pickle=False)
     train_dir = args.work / "train"
     if not (train_dir / "manifest.json").is_file():
         make_train_data(args)

@@ -64,6 +64,8 @@ def load_backbone(cfg: BackboneConfig, device: torch.device | None = None) -> Lo
     path, gguf_file = resolve_backbone(cfg)
     location: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     config = AutoConfig.from_pretrained(path, **location)
+    # weights from safetensors (or GGUF) only: a pickled .bin from a folder or hub is refused
+    weights = location or {"use_safetensors": True}
     model_type = config.model_type
     if extra := config_kwargs(model_type):
         # Rebuild rather than pass kwargs to from_pretrained: kwargs are set after the config's
@@ -74,16 +76,13 @@ def load_backbone(cfg: BackboneConfig, device: torch.device | None = None) -> Lo
         config=config,
         dtype=pick_dtype(cfg.dtype, device),
         attn_implementation=cfg.attn_implementation,
-        **location,
+        **weights,
     ).to(device)
     mode = mode_for_config(model.config)
     tokenizer = load_tokenizer(path, **location)
     if cfg.verify_bidirectional:
         check_bidirectional(model, mode, vocab_size=int(model.config.vocab_size))
-    use_checkpointing = cfg.gradient_checkpointing == "on" or (
-        cfg.gradient_checkpointing == "auto" and device.type == "cuda"
-    )
-    if use_checkpointing:
+    if uses_checkpointing(cfg, device):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     logger.info(
         "backbone %s (%s, %s attention, %s) on %s",
@@ -95,6 +94,13 @@ def load_backbone(cfg: BackboneConfig, device: torch.device | None = None) -> Lo
     )
     return LoadedBackbone(
         model=model, tokenizer=tokenizer, mode=mode, hidden_size=int(model.config.hidden_size)
+    )
+
+
+def uses_checkpointing(cfg: BackboneConfig, device: torch.device) -> bool:
+    """Gradient checkpointing: as configured, and "auto" means on GPUs only."""
+    return cfg.gradient_checkpointing == "on" or (
+        cfg.gradient_checkpointing == "auto" and device.type == "cuda"
     )
 
 

@@ -144,10 +144,18 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     shuffle_buffer: int = 10_000  # rows shuffled together while streaming shards
     progress: bool = True
+    # Memory a step's activations may plan on (GiB); None: a share of the device's free memory.
+    # Micro-batches that would need more are embedded GradCache style (see model/memory.py).
+    max_memory_gib: float | None = None
 
     def __post_init__(self) -> None:
         _require_positive(
-            self, "checkpoint_every", "keep_checkpoints", "log_every", "shuffle_buffer"
+            self,
+            "checkpoint_every",
+            "keep_checkpoints",
+            "log_every",
+            "shuffle_buffer",
+            "max_memory_gib",
         )
         if not self.stages or any(stage not in (1, 2) for stage in self.stages):
             raise ValueError(f"stages must be drawn from (1, 2), not {self.stages}")

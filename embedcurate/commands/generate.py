@@ -121,6 +121,10 @@ def generate(
     ] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="seconds per request (blend: generator.timeout_s)"),
+    ] = None,
     guided_json: Annotated[
         bool | None, typer.Option("--guided-json/--no-guided-json", help="default: by backend")
     ] = None,
@@ -145,6 +149,7 @@ def generate(
         "task_types": task_type,
         "max_tokens": max_tokens,
         "concurrency": concurrency,
+        "timeout_s": timeout,
         "guided_json": guided_json,
         "cache_dir": cache_dir,
     }

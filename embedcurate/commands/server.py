@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,8 +19,14 @@ def server(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port of the API and UI")] = 4200,
 ) -> None:
-    """Start a Prefect server (API and UI) for deployments and schedules; Ctrl-C stops it."""
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    """Start a Prefect server (API and UI) for deployments and schedules; Ctrl-C stops it.
+
+    The server replaces this process (exec), so a signal to `embedcurate server` (SIGTERM,
+    SIGKILL, Ctrl-C) reaches the server itself: there is no child left to outlive us.
+    """
+    from embedcurate.flows import QUIET_PREFECT_ENV
+
+    env = {**os.environ, **QUIET_PREFECT_ENV}
     console.print(
         f"Prefect server on http://{host}:{port} — in other shells: "
         f"export PREFECT_API_URL=http://{host}:{port}/api"
@@ -37,7 +42,9 @@ def server(
         "--port",
         str(port),
     ]
-    raise typer.Exit(subprocess.call(command, env=env))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)
 
 
 def serve(

@@ -40,6 +40,13 @@ def train(
     max_length: Annotated[int | None, typer.Option(help="max tokens, queries and docs")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    max_memory_gib: Annotated[
+        float | None,
+        typer.Option(
+            help="memory a step may plan on; default: half the free RAM or 80%% of free GPU "
+            "memory (bigger micro-batches are embedded in GradCache chunks)"
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="a train_config.json to start from (flags override it)")
     ] = None,
@@ -66,6 +73,7 @@ def train(
             max_length=max_length,
             checkpoint_every=checkpoint_every,
             seed=seed,
+            max_memory_gib=max_memory_gib,
         )
         report = run_training(shards_dir, out, cfg)
     except (ShardSetError, ValueError, FileNotFoundError) as exc:
@@ -96,6 +104,7 @@ def _train_config(
     max_length: int | None,
     checkpoint_every: int | None,
     seed: int | None,
+    max_memory_gib: float | None = None,
 ) -> TrainConfig:
     from embedcurate.model.config import TrainConfig, make_train_config, parse_stages
 
@@ -127,6 +136,8 @@ def _train_config(
         top_changes["checkpoint_every"] = checkpoint_every
     if seed is not None:
         top_changes["seed"] = seed
+    if max_memory_gib is not None:
+        top_changes["max_memory_gib"] = max_memory_gib
     return dataclasses.replace(cfg, **top_changes)
 
 

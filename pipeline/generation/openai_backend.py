@@ -6,6 +6,11 @@ timeouts, dropped connections, 429 and 5xx answers, and bodies that are not the 
 API promises. A request that still fails is reported once every other request has finished
 (and so been cached): the error names the server, the model and the last cause.
 
+Answers that retrying cannot change (400, 401, 403, 404) are not retried: after a 401 or 403
+no further request is sent, and the run fails with `RequestRefusedError`. Every message that
+leaves this module (warnings, errors) is scrubbed of the API key's value and of credential
+shapes (`Bearer ...`, `sk-...`) first: servers echo request headers in their error bodies.
+
 Guided JSON goes as `response_format`, stepping down once per server when it refuses a
 form: `json_schema` (OpenAI, vLLM), then `json_object` with the schema (llama.cpp's
 server), then plain `json_object`, then none. Base models get the completions endpoint.
@@ -30,8 +35,10 @@ from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
     GenerationResult,
+    RequestRefusedError,
     ResultCallback,
 )
+from embedcurate.pipeline.redact import env_secrets, scrub_text
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,10 @@ RESPONSE_FORMATS: tuple[str | None, ...] = (
     None,
 )
 T = TypeVar("T")
+# Statuses that say the request or its credentials are wrong: a retry gets the same answer.
+REFUSED_STATUSES = frozenset({400, 401, 403, 404})
+# After one of these, every other request would be refused too: stop sending.
+CREDENTIAL_STATUSES = frozenset({401, 403})
 
 
 class MalformedResponse(Exception):
@@ -102,18 +113,38 @@ class OpenAIBackend:
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: ResultCallback) -> None:
         failures = run_coroutine(self._generate_all(requests, on_result))
-        if failures:
-            raise GenerationError(self._failure_message(failures, len(requests)))
+        if not failures:
+            return
+        message = self._failure_message(failures, len(requests))
+        if any(_status(failure.error) in REFUSED_STATUSES for failure in failures):
+            raise RequestRefusedError(message)
+        raise GenerationError(message)
 
     def _failure_message(self, failures: list[_Failure], total: int) -> str:
-        first = failures[0]
+        first = next((f for f in failures if _status(f.error) in REFUSED_STATUSES), failures[0])
         cause = f"{type(first.error).__name__}: {first.error}"
-        return (
+        message = (
             f"openai backend at {self.base_url} (model {self.model_id!r}): {len(failures)} of "
             f"{total} request(s) failed; request #{first.index} after {first.attempts} "
-            f"attempt(s): {cause}. The {total - len(failures)} finished response(s) are cached; "
-            "rerun to retry only the failed ones."
+            f"attempt(s): {cause}. "
         )
+        if _status(first.error) in CREDENTIAL_STATUSES:
+            message += (
+                f"The server refused the API key: put a valid key in the environment variable "
+                f"{self.cfg.api_key_env} (the generator's api_key_env names it) and rerun; "
+            )
+        elif _status(first.error) in REFUSED_STATUSES:
+            message += "The server refused the request itself (check the model name); "
+        message += (
+            f"the {total - len(failures)} finished response(s) are cached, a rerun retries only "
+            "the failed ones."
+        )
+        return self._scrub(message)
+
+    def _scrub(self, text: str) -> str:
+        """`text` without the API key's value, secret environment values or credential shapes."""
+        key = os.environ.get(self.cfg.api_key_env)
+        return scrub_text(text, [key, *env_secrets()] if key else None)
 
     async def _generate_all(
         self, requests: Sequence[GenerationRequest], on_result: ResultCallback
@@ -126,13 +157,19 @@ class OpenAIBackend:
         )
         semaphore = asyncio.Semaphore(self.cfg.concurrency)
         failures: list[_Failure] = []
+        refused: list[BaseException] = []  # a 401/403: the requests not yet sent stay unsent
 
         async def run_one(index: int, request: GenerationRequest) -> None:
             async with semaphore:
+                if refused:
+                    failures.append(_Failure(index, 0, refused[0]))
+                    return
                 try:
                     result = await self._call_with_retries(client, request)
                 except _GaveUp as gave_up:
                     failures.append(_Failure(index, gave_up.attempts, gave_up.error))
+                    if _status(gave_up.error) in CREDENTIAL_STATUSES:
+                        refused.append(gave_up.error)
                     return
             on_result(index, result)
 
@@ -151,10 +188,12 @@ class OpenAIBackend:
             try:
                 return await self._call(client, request, RESPONSE_FORMATS[level])
             except openai.APIStatusError as exc:
-                if self._refuses_response_format(exc, request, level):
+                if exc.status_code not in CREDENTIAL_STATUSES and self._refuses_response_format(
+                    exc, request, level
+                ):
                     continue  # the next attempt sends a simpler response_format
-                if not isinstance(exc, retryable):
-                    raise _GaveUp(attempt, exc) from exc
+                if exc.status_code in REFUSED_STATUSES or not isinstance(exc, retryable):
+                    raise _GaveUp(attempt, exc) from None
                 error: BaseException = exc
             except retryable as exc:
                 error = exc
@@ -166,7 +205,7 @@ class OpenAIBackend:
                 self.base_url,
                 attempt,
                 type(error).__name__,
-                error,
+                self._scrub(str(error)),
                 delay,
             )
             await asyncio.sleep(delay)
@@ -240,6 +279,11 @@ class _GaveUp(Exception):
         super().__init__(str(error))
         self.attempts = attempts
         self.error = error
+
+
+def _status(error: BaseException) -> int | None:
+    """The HTTP status of an answer the server gave, None for transport errors."""
+    return getattr(error, "status_code", None)
 
 
 def _result(response: Any, *, chat: bool) -> GenerationResult:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from embedcurate.pipeline.errors import EmbedCurateError
+from embedcurate.pipeline.errors import ConfigError, EmbedCurateError
 from embedcurate.pipeline.generation.prompts import RenderedPrompt
 
 ModelKind = Literal["base", "chat"]
@@ -20,6 +20,12 @@ ModelKind = Literal["base", "chat"]
 
 class GenerationError(EmbedCurateError):
     """A backend that could not produce responses (after its retries, where it has them)."""
+
+
+class RequestRefusedError(GenerationError, ConfigError):
+    """The server refused the requests themselves (400, 401, 403, 404): the key, the model or
+    the request is wrong, so no retry (ours or an orchestrator's) can succeed. A ConfigError,
+    so a retry condition that skips configuration errors skips it too."""
 
 
 @dataclass(frozen=True)

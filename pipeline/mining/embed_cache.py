@@ -81,7 +81,7 @@ class EmbeddingCache:
         self._segment_names = self._segments()
         keys, segment_ids, rows = [], [], []
         for seg_id, name in enumerate(self._segment_names):
-            seg_keys = np.load(self.folder / f"{name}{KEYS_SUFFIX}")
+            seg_keys = np.load(self.folder / f"{name}{KEYS_SUFFIX}", allow_pickle=False)
             keys.append(seg_keys)
             segment_ids.append(np.full(len(seg_keys), seg_id, dtype=np.int32))
             rows.append(np.arange(len(seg_keys), dtype=np.int64))
@@ -113,7 +113,7 @@ class EmbeddingCache:
         for seg_id in np.unique(segs):
             mask = segs == seg_id
             name = self._segment_names[int(seg_id)]
-            stored = np.load(self.folder / f"{name}{EMB_SUFFIX}", mmap_mode="r")
+            stored = np.load(self.folder / f"{name}{EMB_SUFFIX}", mmap_mode="r", allow_pickle=False)
             if stored.shape[1] != out.shape[1]:
                 raise ValueError(
                     f"{self.folder / name}: cached dimension {stored.shape[1]}, "

@@ -91,7 +91,8 @@ class HFTeacher:
             tokenizer.pad_token = tokenizer.eos_token
         if cfg.pooling == "last":
             tokenizer.padding_side = "left"  # last token sits at index -1 for every row
-        model = AutoModel.from_pretrained(self.path, dtype=self.dtype).eval()
+        # safetensors only: a pickled pytorch_model.bin is refused, never unpickled
+        model = AutoModel.from_pretrained(self.path, dtype=self.dtype, use_safetensors=True).eval()
         if cfg.quantize == "int8":
             model = _quantize_int8(model, self.device)
         model = model.to(self.device)

@@ -64,3 +64,41 @@ def test_generate_names_what_is_missing(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert server.base_url in failed.stderr
     assert "AuthenticationError" in failed.stderr
+
+
+def test_a_key_the_server_echoes_never_reaches_the_terminal(tmp_path: Path) -> None:
+    key = "zq7PLANTEDkey0490xyzVALUE"
+    with ScriptedServer() as server:
+        server.fail_when("Area:", "http_401_echo")
+        failed = run_cli(
+            "generate",
+            "--backend", "openai",
+            "--base-url", server.base_url,
+            "--model", "scripted-llm",
+            "--model-kind", "base",
+            "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "y"),
+            OPENAI_API_KEY=key,
+        )  # fmt: skip
+        assert failed.returncode == 1
+        assert server.faults_served["http_401_echo"] == 1  # no retry, nothing sent after it
+        assert key not in failed.stdout + failed.stderr
+        assert "Bearer" in failed.stderr
+
+
+def test_generate_timeout_option_bounds_each_request(tmp_path: Path) -> None:
+    with ScriptedServer(stall_s=3.0) as server:
+        server.fail_next("stall", 100)
+        failed = run_cli(
+            "generate",
+            "--backend", "openai",
+            "--base-url", server.base_url,
+            "--model", "scripted-llm",
+            "--model-kind", "base",
+            "--tasks", "1",
+            "--timeout", "0.3",
+            "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "y"),
+        )  # fmt: skip
+    assert failed.returncode == 1
+    assert "APITimeoutError" in failed.stderr

@@ -74,7 +74,7 @@ def test_train_encode_and_eval_from_the_command_line(tmp_path: Path, one_thread:
     out = tmp_path / "emb.npy"
     encoded = invoke("encode", str(run), "--input", str(queries), "--out", str(out), "--queries")
     assert encoded.exit_code == 0, encoded.output
-    matrix = np.load(out)
+    matrix = np.load(out, allow_pickle=False)
     assert matrix.shape == (2, 384)
     embedder = load_embedder(run, device=torch.device("cpu"))
     from embedcurate.model.embedder import DEFAULT_RETRIEVAL_INSTRUCTION, instructed_query

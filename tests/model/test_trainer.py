@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -268,3 +269,34 @@ def test_trains_both_stages_on_shards_the_template_stage_wrote(
     assert all(r.last_loss is not None and math.isfinite(r.last_loss) for r in report.stages)
     recorded = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert recorded["shards_rows"] == 24
+
+
+class _PlantedPayload:
+    """Unpickling this makes a folder: proof that code from the run folder ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_planted_pickle_in_a_checkpoint_is_refused_not_run(
+    tiny_backbone: Callable[[str], Path], tmp_path: Path
+) -> None:
+    shards = write_train(tmp_path / "train", retrieval_train_rows())
+    cfg = stage_one(tiny_train_config(tiny_backbone("llama")), max_steps=2)
+    run = tmp_path / "run"
+    train(shards, run, cfg)
+    checkpoint = list_checkpoints(run)[-1]
+    assert json.loads((checkpoint / "random_state.json").read_text())["cpu"]
+    assert "lr_lambdas" in json.loads((checkpoint / "scheduler.json").read_text())
+    marker = tmp_path / "code-ran"
+    torch.save({"state": _PlantedPayload(marker)}, checkpoint / "optimizer.pt")
+    shutil.rmtree(run / "stage1")  # the stage is unfinished: a rerun resumes the checkpoint
+    longer = stage_one(cfg, max_steps=3)
+    with pytest.raises(ValueError, match="refused to load") as refused:
+        train(shards, run, longer)
+    assert not marker.exists()
+    assert str(checkpoint) in str(refused.value)
+    assert "--out" in str(refused.value)

@@ -6,14 +6,17 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from embedcurate.pipeline.blend import GeneratorConfig
+from embedcurate.pipeline.blend import GeneratorConfig, parse_blend
+from embedcurate.pipeline.errors import ConfigError
 from embedcurate.pipeline.generation.cache import CachingGenerator, ResponseCache
 from embedcurate.pipeline.generation.openai_backend import OpenAIBackend
 from embedcurate.pipeline.generation.prompts import Message, RenderedPrompt
 from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
+    RequestRefusedError,
     SamplingParams,
 )
 from testkit.llm_servers import ScriptedServer
@@ -142,3 +145,70 @@ def test_response_format_steps_down_to_one_the_server_accepts() -> None:
         assert server.calls[1]["body"]["response_format"]["schema"] == chat.json_schema
         assert '"user_query"' in first[0].text
         assert second[0].text == first[0].text
+
+
+# a key of no known shape, in a variable whose name does not look secret: only the backend
+# knows it is the key, so only redaction by value at the error boundary can catch it
+PLANTED_KEY = "zq7PLANTEDkey0490xyzVALUE"
+
+
+def test_a_key_echoed_by_the_server_is_in_no_error_or_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("LLM_GATEWAY", PLANTED_KEY)
+    requests = [_request(topic) for topic in ("bees", "owls", "kites", "moths", "wrens")]
+    with ScriptedServer() as server:
+        server.fail_when("Task:", "http_401_echo")
+        cfg = _config(server, api_key_env="LLM_GATEWAY", concurrency=1)
+        with pytest.raises(RequestRefusedError) as info:
+            _generate(OpenAIBackend(cfg), requests)
+        assert server.num_calls == 1  # refused once: nothing else is sent, nothing retried
+    message = str(info.value)
+    assert PLANTED_KEY not in message
+    assert "Bearer ***redacted***" in message  # the echo is there, without the key
+    assert "LLM_GATEWAY" in message  # where the fix goes
+    assert "5 of 5 request(s) failed" in message
+    assert isinstance(info.value, ConfigError)  # an orchestrator's retry condition skips it
+    assert PLANTED_KEY not in caplog.text
+
+
+def test_a_forbidden_model_is_not_retried() -> None:
+    with ScriptedServer() as server:
+        server.fail_when("bees", "http_403")
+        with pytest.raises(RequestRefusedError, match=r"after 1 attempt\(s\)"):
+            _generate(OpenAIBackend(_config(server)), [_request("bees")])
+        assert server.num_calls == 1
+
+
+def test_retry_warnings_carry_no_credential_shapes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("LLM_GATEWAY", PLANTED_KEY)
+    with ScriptedServer() as server:
+        server.fail_next("http_500", 1)
+        cfg = _config(server, api_key_env="LLM_GATEWAY")
+        results = _generate(OpenAIBackend(cfg), [_request("bees")])
+    assert len(results) == 1
+    assert "retrying" in caplog.text
+    assert PLANTED_KEY not in caplog.text
+
+
+@pytest.mark.parametrize("value", [f"sk-{'a1B2' * 10}", "my key", "OPENAI-API-KEY", "1KEY"])
+def test_api_key_env_must_name_a_variable(value: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        GeneratorConfig(backend="openai", model="m", api_key_env=value)
+    assert "NAME of the environment variable" in str(info.value)
+    assert value not in str(info.value)
+
+
+def test_a_key_pasted_into_a_blend_is_refused_without_echoing_it() -> None:
+    key = f"sk-{'Zx9' * 12}"
+    data = {
+        "name": "pasted",
+        "sources": [],
+        "generator": {"backend": "openai", "model": "m", "api_key_env": key},
+    }
+    with pytest.raises(ConfigError, match=r"generator\.api_key_env") as info:
+        parse_blend(data, check_paths=False)
+    assert key not in str(info.value)
+    assert GeneratorConfig(api_key_env="my_llm_key").api_key_env == "my_llm_key"

@@ -3,7 +3,8 @@
 - `ScriptedServer`: a small threaded HTTP server speaking the completions and chat
   completions APIs. Its answers follow the prompt (a topic per example, so queries and
   documents agree), it counts every call, and it misbehaves on demand: stalls, dropped
-  connections, broken JSON bodies, 5xx/4xx answers, refused response formats.
+  connections, broken JSON bodies, 5xx/4xx answers (a 401 that echoes the Authorization
+  header, as some proxies do), refused response formats.
 - `LlamaServer`: llama.cpp's own server (`python -m llama_cpp.server`) on the packaged
   Gemma, counting the calls it logs.
 """
@@ -43,7 +44,7 @@ TOPICS = [
     "wind turbines",
     "ancient Rome",
 ]
-FAULTS = ("stall", "drop", "broken_json", "http_500", "http_401")
+FAULTS = ("stall", "drop", "broken_json", "http_500", "http_401", "http_401_echo", "http_403")
 _KEY_OPENING = re.compile(r'"([A-Za-z_0-9]+)": "')
 
 
@@ -195,6 +196,12 @@ class ScriptedServer:
             handler.wfile.write(payload)
         elif fault == "http_500":
             self._send_json(handler, 500, {"error": {"message": "internal error"}})
+        elif fault == "http_401_echo":  # like proxies that repeat the request's headers
+            echoed = handler.headers.get("Authorization", "")
+            message = f"invalid credentials; request had Authorization: {echoed}"
+            self._send_json(handler, 401, {"error": {"message": message}})
+        elif fault == "http_403":
+            self._send_json(handler, 403, {"error": {"message": "model not allowed"}})
         else:
             self._send_json(handler, 401, {"error": {"message": "bad api key"}})
 
