@@ -1,9 +1,9 @@
-"""Test-wide settings: offline hubs, a throwaway Prefect home, and small row factories."""
+"""Test-wide settings: offline hubs, and every cache, home and scratch folder under pytest's own
+temporary folder, so a run never fills a developer's caches nor leaves files behind."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -11,15 +11,39 @@ import pytest
 
 from testkit.rows import make_pair_row
 
-_PREFECT_HOME = tempfile.mkdtemp(prefix="embedcurate-prefect-")
-# the teacher's embedding cache: never the user's ~/.cache from a test
-os.environ.setdefault("EMBEDCURATE_CACHE_DIR", tempfile.mkdtemp(prefix="embedcurate-cache-"))
-os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Folders a library would otherwise put in the user's home or the system temp folder. They are
+# always the tests' own, even when the developer's shell sets them (their real caches).
+SCRATCH_ENV = {
+    "EMBEDCURATE_CACHE_DIR": "embedcurate-cache",  # embeddings, LLM responses, assembled GGUF
+    "PREFECT_HOME": "prefect-home",  # the ephemeral API's database and logs
+    "DASK_TEMPORARY_DIRECTORY": "dask-scratch",  # LocalCluster workers' spill folders
+    "RAY_TMPDIR": "ray",  # a local Ray's session folders and sockets
+    "MPLCONFIGDIR": "matplotlib",  # matplotlib's font cache
+}
+FIXED_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Point the scratch variables at pytest's base temporary folder before any test module
+    imports prefect or dask (both read their settings at import time).
+
+    Runs after pytest's own tmp_path plugin has configured its factory (trylast); the folders
+    live beside the tests' `tmp_path`s and go with pytest's usual retention of old runs.
+    """
+    factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
+    root = factory.mktemp("session-env", numbered=False)
+    for name, folder in SCRATCH_ENV.items():
+        path = root / folder
+        path.mkdir()
+        os.environ[name] = str(path)
+    os.environ.update(FIXED_ENV)
 
 
 @pytest.fixture

@@ -124,27 +124,27 @@ def test_a_real_prefect_server_runs_a_scheduled_deployment(tmp_path) -> None:
     try:
         _wait_healthy(api, server)
         out = tmp_path / "scheduled"
-        serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed with the process)
-        serve = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "embedcurate",
-                "serve",
-                str(blend),
-                "--out",
-                str(out),
-                "--cron",
-                "0 3 * * *",
-                "--name",
-                "nightly",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=serve_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(tmp_path / "serve.log", "w") as serve_log:  # the child keeps its own copy
+            serve = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "embedcurate",
+                    "serve",
+                    str(blend),
+                    "--out",
+                    str(out),
+                    "--cron",
+                    "0 3 * * *",
+                    "--name",
+                    "nightly",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=serve_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         code = (
             "from prefect.deployments import run_deployment\n"
             "from prefect.exceptions import ObjectNotFound\n"
