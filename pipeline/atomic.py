@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ def fsync_dir(dir_path: Path) -> None:
 
 
 def temp_path_for(final_path: Path) -> Path:
-    return final_path.with_name(f".{final_path.name}.{os.getpid()}{TMP_SUFFIX}")
+    """A temporary name of this process and thread: two threads writing the same file (the
+    flow's concurrent source tasks) must never rename each other's half-written copy."""
+    writer = f"{os.getpid()}-{threading.get_ident()}"
+    return final_path.with_name(f".{final_path.name}.{writer}{TMP_SUFFIX}")
 
 
 @contextlib.contextmanager
