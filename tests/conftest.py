@@ -26,6 +26,9 @@ FIXED_ENV = {
     "HF_DATASETS_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # the 20 s default is too short on a shared CPU when a command and its workers each start
+    # an ephemeral API at once
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 
 
@@ -38,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     live beside the tests' `tmp_path`s and go with pytest's usual retention of old runs.
     """
     factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
-    root = factory.mktemp("session-env", numbered=False)
+    root = factory.mktemp("env", numbered=False)  # short: Ray puts sockets below
     for name, folder in SCRATCH_ENV.items():
         path = root / folder
         path.mkdir()
