@@ -1,4 +1,4 @@
-"""Faults and scale-out, end to end: SIGKILL mid-mining, a Dask cluster, a real Prefect server."""
+"""Scale-out end to end: a Dask cluster, a real Prefect server (SIGKILL: test_kill_resume)."""
 
 from __future__ import annotations
 
@@ -34,46 +34,6 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         **extra,
     }
-
-
-def _curate_cmd(blend: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "embedcurate", "curate", str(blend), "--out", str(out), *extra]
-
-
-def test_sigkill_during_mining_then_rerun_matches_an_uninterrupted_run(tmp_path) -> None:
-    blend = write_flow_blend(tmp_path / "data", num_docs=3000)
-    reference = subprocess.run(
-        _curate_cmd(blend, tmp_path / "ref"),
-        cwd=REPO,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-    )
-    assert reference.returncode == 0, reference.stderr[-3000:]
-
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(_curate_cmd(blend, run), cwd=REPO, env=_env(tmp_path))
-    state = run / ".state"
-    deadline = time.monotonic() + 300
-    while (
-        not (state / "sources-beir.json").exists() or not (state / "sources-topics.json").exists()
-    ):
-        assert proc.poll() is None, "curate ended before mining started"
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    time.sleep(3)  # inside mining: teacher loaded, corpus being encoded
-    assert proc.poll() is None, "mining finished before the kill"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (state / "mine.json").exists()
-    assert not (run / "train" / "manifest.json").exists()
-
-    rerun = subprocess.run(
-        _curate_cmd(blend, run), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True
-    )
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert _hashes(run / "mined") == _hashes(tmp_path / "ref" / "mined")
-    assert _hashes(run / "train") == _hashes(tmp_path / "ref" / "train")
 
 
 def test_dask_local_cluster_gives_the_same_shards_as_the_thread_runner(
