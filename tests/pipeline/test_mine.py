@@ -178,12 +178,13 @@ def demo_beir_inputs(tmp_path: Path) -> MineInputs:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("options", "min_agreement"), [({"dtype": "bfloat16"}, 0.8), ({"quantize": "int8"}, 0.6)]
+    ("options", "min_agreement"), [({"dtype": "bfloat16"}, 0.9), ({"quantize": "int8"}, 0.7)]
 )
 def test_fast_teachers_mine_negatives_that_agree_with_float32(
     tmp_path, options, min_agreement
 ) -> None:
-    """bf16 and int8 MiniLM through the whole mining stage: most negatives are fp32's own."""
+    """bf16 and int8 MiniLM through the whole mining stage: most negatives are fp32's own
+    (measured on the demo BEIR folder: bf16 45 of 45, int8 38 of 45)."""
     inputs = demo_beir_inputs(tmp_path)
 
     def mine(name: str, **teacher: str) -> dict[str, dict[str, Any]]:
