@@ -41,13 +41,21 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_dask_local_cluster_gives_the_same_shards_as_the_thread_runner(
     tmp_path, prefect_harness
 ) -> None:
+    import dask.config
+
     from embedcurate.flows.curate import curate_flow
+    from testkit import dask_probe
 
     blend = write_flow_blend(tmp_path / "data")
     local = curate_flow(str(blend), str(tmp_path / "local"))
-    dask = curate_flow(str(blend), str(tmp_path / "dask"), runner="dask")
-    assert _hashes(Path(dask["train_dir"])) == _hashes(Path(local["train_dir"]))
-    assert _hashes(Path(dask["mined_dir"])) == _hashes(Path(local["mined_dir"]))
+    dask_probe.FINISHED.clear()
+    # the runner's LocalCluster runs its scheduler here: the probe sees which worker ran what
+    with dask.config.set({"distributed.scheduler.preload": ["testkit.dask_probe"]}):
+        on_dask = curate_flow(str(blend), str(tmp_path / "dask"), runner="dask")
+    sources_done = [k for k, _ in dask_probe.FINISHED if k.startswith("sources_task-")]
+    assert len(sources_done) == 2, dask_probe.FINISHED  # both sources ran on a worker
+    assert _hashes(Path(on_dask["train_dir"])) == _hashes(Path(local["train_dir"]))
+    assert _hashes(Path(on_dask["mined_dir"])) == _hashes(Path(local["mined_dir"]))
 
 
 def _free_port() -> int:
