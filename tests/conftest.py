@@ -1,11 +1,11 @@
-"""Test-wide settings: offline hubs, a throwaway Prefect home, and small row factories."""
+"""Test-wide settings: offline hubs, and every cache, home and scratch folder under pytest's own
+temporary folder, so a run never fills a developer's caches nor leaves files behind."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -13,15 +13,42 @@ import pytest
 
 from testkit.rows import make_pair_row
 
-_PREFECT_HOME = tempfile.mkdtemp(prefix="embedcurate-prefect-")
-# the teacher's embedding cache: never the user's ~/.cache from a test
-os.environ.setdefault("EMBEDCURATE_CACHE_DIR", tempfile.mkdtemp(prefix="embedcurate-cache-"))
-os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Folders a library would otherwise put in the user's home or the system temp folder. They are
+# always the tests' own, even when the developer's shell sets them (their real caches).
+SCRATCH_ENV = {
+    "EMBEDCURATE_CACHE_DIR": "embedcurate-cache",  # embeddings, LLM responses, assembled GGUF
+    "PREFECT_HOME": "prefect-home",  # the ephemeral API's database and logs
+    "DASK_TEMPORARY_DIRECTORY": "dask-scratch",  # LocalCluster workers' spill folders
+    "RAY_TMPDIR": "ray",  # a local Ray's session folders and sockets
+    "MPLCONFIGDIR": "matplotlib",  # matplotlib's font cache
+}
+FIXED_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # the 20 s default is too short on a shared CPU when a command and its workers each start
+    # an ephemeral API at once
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Point the scratch variables at pytest's base temporary folder before any test module
+    imports prefect or dask (both read their settings at import time).
+
+    Runs after pytest's own tmp_path plugin has configured its factory (trylast); the folders
+    live beside the tests' `tmp_path`s and go with pytest's usual retention of old runs.
+    """
+    factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
+    root = factory.mktemp("env", numbered=False)  # short: Ray puts sockets below
+    for name, folder in SCRATCH_ENV.items():
+        path = root / folder
+        path.mkdir()
+        os.environ[name] = str(path)
+    os.environ.update(FIXED_ENV)
 
 
 @pytest.fixture

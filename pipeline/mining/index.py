@@ -4,7 +4,9 @@
   mining sees exactly the teacher's ranking.
 - ``ivf``: an inverted file over ``nlist`` k-means cells, for corpora where exact search is
   too slow; it is trained on the first embeddings added (a sample of the corpus) and searches
-  ``nprobe`` cells, so recall is below 1 and the report says so.
+  ``nprobe`` cells, so recall is below 1 and the report says by how much: the first
+  ``recall_sample`` queries are searched a second time over every cell (exact for IVF-Flat) and
+  ``describe()`` gives the share of the exact neighbours the probed search found.
 - faiss-gpu, when it sees GPUs: the index is sharded over all of them; GPU search returns at
   most 2048 neighbours per query, so `max_k` says so and callers cap their k.
 
@@ -35,6 +37,7 @@ class IndexConfig:
     nprobe: int = 32
     use_gpu: bool = True  # use faiss-gpu when it is installed and sees GPUs
     train_size_per_list: int = 64  # IVF training sample: this many vectors per cell
+    recall_sample: int = 256  # IVF: queries also searched exactly to measure recall
 
 
 def _faiss() -> Any:
@@ -66,6 +69,7 @@ class VectorIndex:
         self.on_gpu = False
         self._pending: list[np.ndarray] = []  # IVF: vectors held until the sample is complete
         self._pending_rows = 0
+        self._recall = _RecallTally()
         self._index = self._make_cpu_index()
         self._trained = self._index.is_trained
 
@@ -133,11 +137,18 @@ class VectorIndex:
         self.on_gpu = True
         logger.info("index sharded over %d GPU(s)", num_gpus())
 
-    def describe(self) -> dict[str, int | bool]:
-        """Settings a report should carry: IVF searches `nprobe` of `nlist` cells (approximate)."""
+    def describe(self) -> dict[str, int | bool | float | None]:
+        """Settings a report should carry: IVF searches `nprobe` of `nlist` cells (approximate),
+        with the recall measured on the first queries (None on GPUs, where it is not measured)."""
         if self.kind != "ivf":
             return {"exact": True}
-        return {"exact": False, "nlist": self.nlist, "nprobe": min(self.cfg.nprobe, self.nlist)}
+        return {
+            "exact": False,
+            "nlist": self.nlist,
+            "nprobe": min(self.cfg.nprobe, self.nlist),
+            "recall": self._recall.value(),
+            "recall_queries": self._recall.num_queries,
+        }
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (num_queries, k), best first; rows -1 past the corpus end."""
@@ -147,7 +158,24 @@ class VectorIndex:
             )
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         scores, rows = self._index.search(queries, k)
+        if self.kind == "ivf" and not self.on_gpu:
+            self._measure_recall(queries, rows)
         return scores, rows
+
+    def _measure_recall(self, queries: np.ndarray, found: np.ndarray) -> None:
+        """Search the first `recall_sample` queries again over every cell and tally how many of
+        those exact neighbours the probed search returned."""
+        room = self.cfg.recall_sample - self._recall.num_queries
+        if room <= 0:
+            return
+        sample, probed = queries[:room], found[:room]  # (n, dim), (n, k)
+        nprobe = self._index.nprobe
+        self._index.nprobe = self.nlist  # every cell: IVF-Flat stores full vectors, so exact
+        try:
+            _, exact = self._index.search(sample, probed.shape[1])
+        finally:
+            self._index.nprobe = nprobe
+        self._recall.add(probed, exact)
 
     def search_chunked(
         self, queries: np.ndarray, k: int, chunk_size: int
@@ -164,6 +192,25 @@ class VectorIndex:
         if len(rows) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         return source.reconstruct_batch(rows)
+
+
+@dataclass
+class _RecallTally:
+    """Exact neighbours found by the probed search, over the queries measured so far."""
+
+    num_queries: int = 0
+    num_found: int = 0
+    num_exact: int = 0
+
+    def add(self, probed: np.ndarray, exact: np.ndarray) -> None:
+        for probed_rows, exact_rows in zip(probed, exact, strict=True):
+            truth = set(exact_rows[exact_rows >= 0].tolist())
+            self.num_found += len(truth & set(probed_rows.tolist()))
+            self.num_exact += len(truth)
+        self.num_queries += len(probed)
+
+    def value(self) -> float | None:
+        return round(self.num_found / self.num_exact, 4) if self.num_exact else None
 
 
 def set_num_threads(num_threads: int) -> None:

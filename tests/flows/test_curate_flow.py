@@ -123,6 +123,7 @@ def test_llm_server_stopped_mid_run_fails_clearly_and_keeps_finished_calls(
 
     from embedcurate.flows.curate import curate_flow
     from embedcurate.pipeline.generation.cache import ResponseCache
+    from embedcurate.pipeline.generation.types import GenerationError
     from testkit.llm_servers import ScriptedServer, wait_until
 
     cache_dir = tmp_path / "llm-cache"
@@ -148,7 +149,7 @@ def test_llm_server_stopped_mid_run_fails_clearly_and_keeps_finished_calls(
 
     stopper = threading.Thread(target=stop_after_some_calls, daemon=True)
     stopper.start()
-    with pytest.raises(Exception, match="attempt") as info:
+    with pytest.raises(GenerationError, match="attempt") as info:
         curate_flow(str(blend), str(tmp_path / "run"))
     stopper.join(timeout=5)
     assert server.base_url in str(info.value)

