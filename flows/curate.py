@@ -166,5 +166,8 @@ def curate_flow(
             out_dir=str(model_dir),
             stage=settings.stage,
             max_steps=settings.max_steps,
+            batch_size=settings.batch_size,
+            num_hard_negatives=settings.num_hard_negatives,
+            max_length=settings.max_length,
         )
     return summary

@@ -21,12 +21,12 @@ def validate_shards_task(shards_dir: str) -> int:
 
 @task(name="train")
 def train_task(
-    shards_dir: str, backbone: str, out_dir: str, stage: str, max_steps: int | None
+    shards_dir: str, backbone: str, out_dir: str, stage: str, settings: dict[str, Any]
 ) -> dict[str, Any]:
     from embedcurate.model.config import make_train_config
     from embedcurate.model.trainer import train
 
-    cfg = make_train_config(backbone, stages=stage, max_steps=max_steps)
+    cfg = make_train_config(backbone, stages=stage, **settings)
     return train(shards_dir, out_dir, cfg).to_dict()
 
 
@@ -37,11 +37,22 @@ def train_flow(
     out_dir: str = "runs/model",
     stage: str = "both",
     max_steps: int | None = None,
+    batch_size: int | None = None,
+    num_hard_negatives: int | None = None,
+    max_length: int | None = None,
 ) -> str:
-    """Train (stage 1, 2 or both) on fresh shards; resumes from the last checkpoint in out_dir."""
+    """Train (stage 1, 2 or both) on fresh shards; resumes from the last checkpoint in out_dir.
+
+    Settings left at None keep the trainer's defaults (which it fits to the device)."""
     num_rows = validate_shards_task(shards_dir)
     get_run_logger().info("training %s on %d rows from %s", backbone, num_rows, shards_dir)
-    report = train_task(shards_dir, backbone, str(Path(out_dir).resolve()), stage, max_steps)
+    settings = {
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "num_hard_negatives": num_hard_negatives,
+        "max_length": max_length,
+    }
+    report = train_task(shards_dir, backbone, str(Path(out_dir).resolve()), stage, settings)
     create_table_artifact(
         key=artifact_key("train", Path(out_dir).name),
         table=[

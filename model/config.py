@@ -180,24 +180,38 @@ def make_train_config(
     *,
     stages: str | tuple[int, ...] = "both",
     max_steps: int | None = None,
+    batch_size: int | None = None,
+    num_hard_negatives: int | None = None,
+    max_length: int | None = None,
     **overrides: Any,
 ) -> TrainConfig:
     """A TrainConfig from the few settings a blend's `train_after` or the CLI gives.
 
-    `stages` is "1", "2", "both" or a tuple; `max_steps` caps every stage; `overrides` replace
-    top-level TrainConfig fields.
+    `stages` is "1", "2", "both" or a tuple; `max_steps`, `batch_size` and
+    `num_hard_negatives` apply to every stage; `max_length` to queries and documents;
+    `overrides` replace top-level TrainConfig fields.
     """
     stage_tuple = parse_stages(stages) if isinstance(stages, str) else tuple(stages)
-    cfg = TrainConfig(
-        embedder=EmbedderConfig(backbone=BackboneConfig(name_or_path=backbone)),
-        stages=stage_tuple,
-        **overrides,
-    )
-    if max_steps is not None:
+    embedder = EmbedderConfig(backbone=BackboneConfig(name_or_path=backbone))
+    if max_length is not None:
+        embedder = dataclasses.replace(
+            embedder, max_query_length=max_length, max_doc_length=max_length
+        )
+    cfg = TrainConfig(embedder=embedder, stages=stage_tuple, **overrides)
+    per_stage = {
+        name: value
+        for name, value in (
+            ("max_steps", max_steps),
+            ("batch_size", batch_size),
+            ("num_hard_negatives", num_hard_negatives),
+        )
+        if value is not None
+    }
+    if per_stage:
         cfg = dataclasses.replace(
             cfg,
-            stage1=dataclasses.replace(cfg.stage1, max_steps=max_steps),
-            stage2=dataclasses.replace(cfg.stage2, max_steps=max_steps),
+            stage1=dataclasses.replace(cfg.stage1, **per_stage),
+            stage2=dataclasses.replace(cfg.stage2, **per_stage),
         )
     return cfg
 

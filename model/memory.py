@@ -116,8 +116,24 @@ def free_memory_bytes(device: torch.device) -> int:
     import psutil
 
     available = int(psutil.virtual_memory().available)
-    limited = _cgroup_headroom()
-    return min(available, limited) if limited is not None else available
+    limits = [h for h in (_cgroup_headroom(), _rlimit_headroom()) if h is not None]
+    return min([available, *limits])
+
+
+def _rlimit_headroom() -> int | None:
+    """What this process may still allocate under its own address-space or data limit
+    (`ulimit -v` / `-d`, or a parent's setrlimit), when one is set."""
+    import resource
+
+    import psutil
+
+    usage = psutil.Process().memory_info()
+    headrooms = []
+    for limit_kind, used in ((resource.RLIMIT_AS, usage.vms), (resource.RLIMIT_DATA, usage.data)):
+        soft, _hard = resource.getrlimit(limit_kind)
+        if soft != resource.RLIM_INFINITY:
+            headrooms.append(max(0, soft - used))
+    return min(headrooms) if headrooms else None
 
 
 def _cgroup_headroom() -> int | None:

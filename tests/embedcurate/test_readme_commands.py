@@ -42,6 +42,9 @@ train_after:
   backbone: {MINILM}
   stage: "1"
   max_steps: 1
+  batch_size: 4
+  num_hard_negatives: 1
+  max_length: 64
 """
 
 
@@ -205,8 +208,8 @@ def test_decontamination_inside_the_flow_drops_the_leaked_rows(decontaminated_ru
 def train_after_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A blend with a one-step `train_after` (no --train flag): the stages run, then training.
 
-    The flow tests' small blend, not the demo: `train_after` sets no batch size or length, and
-    the trainer's defaults (128 rows of 512 tokens) take over 10 GB on the demo's passages.
+    The flow tests' small blend, trained with a small batch and short lengths so one step
+    takes seconds on a shared CPU.
     """
     folder = tmp_path_factory.mktemp("train-after")
     blend = write_flow_blend(folder, extra=TRAIN_AFTER)

@@ -94,7 +94,13 @@ def test_train_flow_trains_on_the_fresh_shards(first_run, tmp_path) -> None:
 
     _, _, summary = first_run
     run_dir = train_flow(
-        shards_dir=summary["train_dir"], out_dir=str(tmp_path / "model"), stage="1", max_steps=2
+        shards_dir=summary["train_dir"],
+        out_dir=str(tmp_path / "model"),
+        stage="1",
+        max_steps=2,
+        batch_size=4,
+        num_hard_negatives=1,
+        max_length=64,
     )
     report = json.loads((Path(run_dir) / "train_report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == [1]

