@@ -53,7 +53,9 @@ def write_labelled_csv(path: Path, per_label: int = 6, seed: int = 1) -> Path:
     return path
 
 
-def write_flow_blend(root: Path, num_docs: int = 40, mining: str = "", extra: str = "") -> Path:
+def write_flow_blend(
+    root: Path, num_docs: int = 40, mining: str = "", extra: str = "", rows_per_shard: int = 16
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     write_corpus_folder(root / "beir", num_docs)
     write_labelled_csv(root / "topics.csv")
@@ -75,7 +77,7 @@ mining:
   on_too_few: keep
 {mining}
 output:
-  rows_per_shard: 16
+  rows_per_shard: {rows_per_shard}
 {extra}
 """
     blend = root / "blend.yaml"

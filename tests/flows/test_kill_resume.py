@@ -23,7 +23,7 @@ from embedcurate.pipeline.manifest import read_manifest
 from testkit.cli import REPO
 from testkit.llm_servers import ScriptedServer
 
-from .conftest import write_corpus_folder, write_labelled_csv
+from .conftest import write_flow_blend
 
 pytestmark = pytest.mark.slow
 SHARD_SETS = ("pairs/beir", "pairs/topics", "pairs/synthetic", "mined", "train")
@@ -32,21 +32,7 @@ SHARD_SETS = ("pairs/beir", "pairs/topics", "pairs/synthetic", "mined", "train")
 def write_blend(root: Path, base_url: str) -> Path:
     """Enough rows, one per shard, that each stage spends seconds writing its parts; a slow
     LLM asked one request at a time."""
-    write_corpus_folder(root / "beir", num_docs=450)
-    write_labelled_csv(root / "topics.csv")
-    blend = root / "blend.yaml"
-    blend.write_text(f"""
-name: killtest
-seed: 5
-sources:
-  - {{name: beir, kind: beir, path: beir, split: train, task: MSMARCO, stage: 1}}
-  - name: topics
-    kind: csv
-    path: topics.csv
-    task: DemoTopicsClassification
-    task_type: classification
-    stage: 2
-    columns: {{query: text, label: label}}
+    generator = f"""
 generator:
   backend: openai
   base_url: {base_url}
@@ -56,14 +42,8 @@ generator:
   examples_per_task: 3
   concurrency: 1
   retry_backoff_s: 0.01
-mining:
-  num_negatives: 2
-  range_max: 10
-  on_too_few: keep
-output:
-  rows_per_shard: 1
-""")
-    return blend
+"""
+    return write_flow_blend(root, num_docs=450, extra=generator, rows_per_shard=1)
 
 
 def hashes(run: Path) -> dict[str, list[str]]:
