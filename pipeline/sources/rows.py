@@ -475,8 +475,6 @@ def sts_rows(
             reader.skip("duplicate_pair")
             continue
         provenance = f"{reader.where}:{line}"
-        counter.read()  # the reverse direction is a row of its own: in = kept + dropped
-        counter.note("reverse_direction_rows")
         for qid, query, pid, positive in (
             (first_id, first, second_id, second),
             (second_id, second, first_id, first),

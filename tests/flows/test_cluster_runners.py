@@ -17,6 +17,8 @@ from .conftest import write_flow_blend
 
 pytestmark = pytest.mark.slow
 SOURCES = ("beir", "topics")  # the flow blend's sources: one task each
+# every stage task of the flow blend: a sources part per source, then mine, template, card
+STAGE_TASKS = len(SOURCES) + 3
 
 
 def _check_run(run: Path) -> None:
@@ -53,8 +55,8 @@ def test_dask_address_runs_the_sources_on_the_clusters_workers(tmp_path: Path) -
             ]
         )
     assert f"Connecting to an existing Dask cluster at {cluster.scheduler_address}" in result.stderr
-    sources_done = [k for keys in finished.values() for k in keys if k.startswith("sources_task-")]
-    assert len(sources_done) == len(SOURCES), finished
+    stages_done = [k for keys in finished.values() for k in keys if k.startswith("stage_task-")]
+    assert len(stages_done) == STAGE_TASKS, finished
     _check_run(run)
 
 
@@ -83,6 +85,6 @@ def test_ray_address_runs_the_sources_on_ray_workers(tmp_path: Path) -> None:
     assert f"Connecting to an existing Ray instance at {address}" in result.stderr
     # Ray forwards a worker's output to the driver as "(task pid=N) ..."
     for source in SOURCES:
-        pattern = rf"\(sources pid=\d+\).*sources\[{source}\]: done"
+        pattern = rf"\(sources pid=\d+\).*sources-{source}: done"
         assert re.search(pattern, result.stderr), result.stderr[-3000:]
     _check_run(run)

@@ -52,8 +52,9 @@ def test_dask_local_cluster_gives_the_same_shards_as_the_thread_runner(
     # the runner's LocalCluster runs its scheduler here: the probe sees which worker ran what
     with dask.config.set({"distributed.scheduler.preload": ["testkit.dask_probe"]}):
         on_dask = curate_flow(str(blend), str(tmp_path / "dask"), runner="dask")
-    sources_done = [k for k, _ in dask_probe.FINISHED if k.startswith("sources_task-")]
-    assert len(sources_done) == 2, dask_probe.FINISHED  # both sources ran on a worker
+    stages_done = [k for k, _ in dask_probe.FINISHED if k.startswith("stage_task-")]
+    # every stage task ran on a worker: a sources part per source, mine, template, card
+    assert len(stages_done) == 2 + 3, dask_probe.FINISHED
     assert _hashes(Path(on_dask["train_dir"])) == _hashes(Path(local["train_dir"]))
     assert _hashes(Path(on_dask["mined_dir"])) == _hashes(Path(local["mined_dir"]))
 

