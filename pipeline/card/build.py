@@ -49,7 +49,7 @@ CARD_JSON_NAME = "card.json"
 PLOTS_DIR = "plots"
 CARD_REPORT_DIR = "reports"  # the card's own report; report.json belongs to the shards' stage
 # Stages in the order the curate flow runs them; reports of other stages follow.
-STAGE_ORDER = ("sources", "generate", "decontaminate", "mine", "template")
+STAGE_ORDER = ("sources", "generate", "decontaminate", "mine", "judge", "template")
 SYNTHETIC_SOURCE = "synthetic"  # the generator's rows (OUT/pairs/synthetic/)
 TASK_CATEGORIES = {
     "retrieval": "text-retrieval",
@@ -580,6 +580,33 @@ def draw_card_plots(stats: ShardStats, plots_dir: Path) -> dict[str, str]:
     return drawn
 
 
+def _judge_details(inputs: CardInputs) -> dict[str, Any] | None:
+    """The latest judge stage report's details in the run folder, if a judge ran."""
+    found = [f for f in inputs.reports if f.stage == "judge" and f.report is not None]
+    return found[-1].report.details if found else None  # type: ignore[union-attr]
+
+
+def _false_negatives_section(inputs: CardInputs) -> dict[str, Any] | None:
+    """Audit figures and near-duplicate counts of the judge stage, without the plot points."""
+    details = _judge_details(inputs)
+    if details is None:
+        return None
+    audit = {k: v for k, v in details.get("audit", {}).items() if k != "score_vs_rank"}
+    return {**{k: v for k, v in details.items() if k != "audit"}, "audit": audit}
+
+
+def draw_judge_plot(inputs: CardInputs, plots_dir: Path) -> dict[str, str]:
+    """The judge's score against the teacher's rank of each judged negative, when a judge ran."""
+    from embedcurate.pipeline.card.plots import plot_judge_scores
+
+    details = _judge_details(inputs)
+    points = (details or {}).get("audit", {}).get("score_vs_rank")
+    if not points or not points.get("scores"):
+        return {}
+    path = plot_judge_scores(points, plots_dir / "judge_scores.png")
+    return {"judge_scores": f"{PLOTS_DIR}/judge_scores.png"} if path is not None else {}
+
+
 def _nested_counts(counter: Counter[tuple[Any, Any]]) -> dict[str, dict[str, int]]:
     nested: dict[str, dict[str, int]] = {}
     for (outer, inner), n in sorted(counter.items(), key=lambda item: tuple(map(str, item[0]))):
@@ -609,6 +636,7 @@ def build_card(inputs: CardInputs, plots: dict[str, str] | None = None) -> dict[
         "generator": _generator_section(inputs),
         "teacher_mining": _teacher_mining_section(inputs),
         "decontamination": _decontamination_section(inputs),
+        "false_negatives": _false_negatives_section(inputs),
         "lineage": _lineage_section(inputs),
         "plots": plots or {},
     }
@@ -669,6 +697,7 @@ def run_card(
         run_id=run_id,
     )
     plots = draw_card_plots(stats, train_dir / PLOTS_DIR)
+    plots.update(draw_judge_plot(inputs, train_dir / PLOTS_DIR))
     written = write_card(build_card(inputs, plots), train_dir)
     for source, n in sorted(stats.by_source.items()):
         report.read(source, n)
