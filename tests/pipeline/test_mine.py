@@ -283,3 +283,26 @@ def test_packaged_teacher_mines_the_topical_negatives(tmp_path) -> None:
         assert all(s <= 0.95 * row["pos_score"] + 1e-6 for s in row["neg_scores"])
         topic = TOPICS[int(row["example_id"].split("-")[1]) % 4]
         assert any(topic.split()[0] in neg for neg in row["negatives"])
+
+
+def test_a_judge_section_makes_mining_keep_a_reserve_that_drop_refills_from(tmp_path) -> None:
+    from embedcurate.pipeline.blend import JudgeConfig
+    from embedcurate.pipeline.judge.stage import run_judge
+    from embedcurate.pipeline.train_rows import run_template
+
+    inputs = write_corpus_case(tmp_path, num_docs=60)
+    plain = blend(tmp_path, rule="none")
+    judged = plain.model_copy(update={"judge": JudgeConfig(judge=None, num_reserve=2)})
+    run_mine(inputs, tmp_path / "plain", plain)
+    report = run_mine(inputs, tmp_path / "mined", judged)
+    first = read_shards(tmp_path / "plain").to_pylist()
+    stored = read_shards(tmp_path / "mined").to_pylist()
+    assert all(len(r["negative_ids"]) == 5 for r in stored)  # 3 + a reserve of 2
+    for short, long in zip(first, stored, strict=True):
+        assert long["negative_ids"][:3] == short["negative_ids"]  # the reserve comes after
+    assert report.details["neg_score"]["count"] == 3 * len(stored)  # figures: the 3 used
+    run_template(tmp_path / "mined", tmp_path / "train", judged)
+    assert all(len(r["negatives"]) == 3 for r in read_shards(tmp_path / "train").to_pylist())
+    # the judge stage (near-duplicates only here) cuts back to num_negatives
+    run_judge(tmp_path / "mined", tmp_path / "judged", judged.judge)
+    assert all(len(r["negative_ids"]) == 3 for r in read_shards(tmp_path / "judged").to_pylist())
