@@ -342,6 +342,7 @@ def run_judge(
     finally:
         _close(judge)
     report.finish().save(out_dir)
+    warn_if_implausible(report.details["audit"]["overall"])
     logger.info(
         "judge (%s): %d rows kept of %d; negatives removed %s",
         cfg.mode,
@@ -415,6 +416,22 @@ def _judge_shards(
         },
         **_judge_costs(judge),
     }
+
+
+IMPLAUSIBLE_RATE = 0.5
+
+
+def warn_if_implausible(overall: dict[str, Any]) -> None:
+    """A judge calling most mined negatives positives is more likely broken than right (the
+    packaged 270M base model answers "yes" to nearly everything); say so loudly."""
+    rate = overall.get("false_negative_rate")
+    if rate is not None and rate > IMPLAUSIBLE_RATE and overall.get("judged", 0) >= 10:
+        logger.warning(
+            "the judge called %.0f%% of %d mined negatives positives; check it on labelled "
+            "pairs before trusting drop or relabel (a small base LLM tends to say yes to all)",
+            100 * rate,
+            overall["judged"],
+        )
 
 
 def _judge_costs(judge: Judge | None) -> dict[str, Any]:
