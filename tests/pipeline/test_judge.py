@@ -18,6 +18,7 @@ from embedcurate.pipeline.blend import (
     MiningConfig,
     NearDuplicateConfig,
     SourceConfig,
+    TeacherConfig,
 )
 from embedcurate.pipeline.judge.llm import parse_answer
 from embedcurate.pipeline.judge.near_duplicates import MinHasher, near_duplicate_reasons
@@ -55,21 +56,24 @@ def mined_row(index: int, markers: dict[int, str] | None = None, num_stored: int
     }
 
 
-def mining_blend(on_too_few: str = "keep") -> BlendConfig:
+def mining_blend(on_too_few: str = "keep", teacher: str | None = None) -> BlendConfig:
     return BlendConfig(
         name="judge-test",
         sources=[SourceConfig(name="alpha", kind="jsonl", path=Path(__file__))],
         mining=MiningConfig(num_negatives=NUM_NEGATIVES, on_too_few=on_too_few),
+        teacher=TeacherConfig(model=teacher) if teacher else TeacherConfig(),
     )
 
 
-def write_mined(folder: Path, rows: list[dict[str, Any]], on_too_few: str = "keep") -> Path:
+def write_mined(
+    folder: Path, rows: list[dict[str, Any]], on_too_few: str = "keep", teacher: str | None = None
+) -> Path:
     write_shards(
         rows_to_table(rows, TableKind.MINED),
         folder,
         TableKind.MINED,
         rows_per_shard=4,
-        config=mining_blend(on_too_few).resolved(),
+        config=mining_blend(on_too_few, teacher).resolved(),
     )
     return folder
 
@@ -302,6 +306,20 @@ def test_near_duplicate_negatives_are_removed_and_refilled(tmp_path: Path) -> No
         "near_duplicate_of_positive": 1,
     }
     assert report.details["near_duplicates"]["queries"]["texts"] == 2
+
+
+def test_teacher_cosine_catches_near_copies_that_share_few_shingles(tmp_path: Path) -> None:
+    row = mined_row(0)
+    words = row["negatives"][0].rstrip(".").split()
+    row["negatives"][2] = " ".join(reversed(words)) + "."  # same words, no shared 3-gram
+    mined = write_mined(tmp_path / "mined", [row], teacher="hashing:256")
+    lexical = NearDuplicateConfig(threshold=0.9)
+    report = run_judge(mined, tmp_path / "a", JudgeConfig(judge=None, near_duplicates=lexical))
+    assert report.details["negatives_removed"] == {}
+    with_teacher = lexical.model_copy(update={"teacher_cosine": 0.99})
+    report = run_judge(mined, tmp_path / "b", JudgeConfig(judge=None, near_duplicates=with_teacher))
+    assert report.details["negatives_removed"] == {"teacher_near_duplicate_negative": 1}
+    assert read_shards(tmp_path / "b").to_pylist()[0]["negative_ids"] == ["n0-0", "n0-1", "n0-3"]
 
 
 def test_rows_left_short_are_dropped_under_on_too_few_drop(tmp_path: Path) -> None:
