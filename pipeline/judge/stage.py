@@ -193,7 +193,9 @@ class RowJudge:
                 self.counts.verdicts[judgement.verdict.value] += 1
         reasons = [self.removal_reason(j, n) for j, n in zip(judged, near_reasons, strict=True)]
         kept = [i for i, reason in enumerate(reasons) if reason is None][: self.num_negatives]
-        consulted = kept[-1] + 1 if len(kept) == self.num_negatives else len(negatives)
+        # the candidates looked at: up to the last one kept when the row is full, else all
+        full = bool(kept) and len(kept) == self.num_negatives
+        consulted = kept[-1] + 1 if full else len(negatives)
         for reason in reasons[:consulted]:
             if reason is not None:
                 self.counts.removed[reason] += 1
