@@ -261,6 +261,39 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     )
 
 
+def judge_check(args: argparse.Namespace, num_pairs: int) -> dict[str, Any]:
+    """How the LLM judge of the `judge-drop` arm does on labelled SciFact pairs: each test
+    query with its labelled positive (should be `positive`) and with a random document
+    (almost surely `negative`)."""
+    import random
+
+    from embedcurate.model.evaluate import corpus_texts
+    from embedcurate.pipeline.judge.llm import LLMJudge
+    from embedcurate.pipeline.judge.verdicts import JudgePair
+    from embedcurate.pipeline.sources.beir import load_beir
+
+    folder = load_beir(args.beir, "test")
+    doc_ids, doc_texts = corpus_texts(folder)
+    text_of = dict(zip(doc_ids, doc_texts, strict=True))
+    rng = random.Random(0)
+    labelled = [(q, d) for q, docs in folder.qrels.items() for d in docs]
+    rng.shuffle(labelled)
+    task = instruction_for(args.beir)
+    positives = [JudgePair(task, folder.queries[q], text_of[d]) for q, d in labelled[:num_pairs]]
+    negatives = [JudgePair(task, p.query, text_of[rng.choice(doc_ids)]) for p in positives]
+    judge = LLMJudge(arms(args)["judge-drop"].judge.llm)  # type: ignore[union-attr]
+    try:
+        on_positives = [j.verdict.value for j in judge.judge(positives)]
+        on_negatives = [j.verdict.value for j in judge.judge(negatives)]
+    finally:
+        judge.close()
+    return {
+        "pairs_each": num_pairs,
+        "labelled_positives": {v: on_positives.count(v) for v in sorted(set(on_positives))},
+        "random_negatives": {v: on_negatives.count(v) for v in sorted(set(on_negatives))},
+    }
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--beir", type=Path, required=True)
@@ -280,6 +313,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-max-length", type=int, default=256)
     parser.add_argument("--teacher-dtype", default="bfloat16")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--judge-check", type=int, default=0, help="only score the LLM judge on N labelled pairs"
+    )
     return parser.parse_args()
 
 
@@ -293,6 +329,9 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(ALL_ARMS))
     if unknown:
         raise SystemExit(f"--arms: unknown {unknown}; choose from {', '.join(ALL_ARMS)}")
+    if args.judge_check:
+        print(json.dumps(judge_check(args, args.judge_check), indent=2))
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     table = arms(args)
     started = time.perf_counter()
