@@ -196,9 +196,65 @@ def train_config(args: argparse.Namespace, arm: Arm, seed: int, num_rows: int) -
     )
 
 
+def eval_folder(args: argparse.Namespace) -> Path:
+    """The BEIR folder arms are scored on: the real one, or with `--eval-docs N` a copy (in
+    WORK, never in the repository) whose corpus keeps every document the test qrels name plus
+    a seeded sample of the rest, N in all. Scores on it are higher than on the full corpus
+    (fewer distractors) but comparable between arms; the `untrained` row gives the baseline."""
+    if not args.eval_docs:
+        return args.beir
+    import random
+
+    folder = args.work / f"eval-{args.eval_docs}" / args.beir.name  # the name picks the task
+    if (folder / "qrels" / "test.tsv").is_file():
+        return folder
+    judged = {
+        line.split("\t")[1]
+        for line in (args.beir / "qrels" / "test.tsv").read_text().splitlines()[1:]
+        if line.strip()
+    }
+    lines = (args.beir / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    ids = [json.loads(line)["_id"] for line in lines]
+    others = [i for i, doc_id in enumerate(ids) if doc_id not in judged]
+    keep = {i for i, doc_id in enumerate(ids) if doc_id in judged}
+    keep |= set(random.Random(0).sample(others, max(0, args.eval_docs - len(keep))))
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text(
+        "\n".join(lines[i] for i in sorted(keep)) + "\n", encoding="utf-8"
+    )
+    for name in ("queries.jsonl", "qrels/test.tsv"):
+        (folder / name).write_text((args.beir / name).read_text(encoding="utf-8"), "utf-8")
+    return folder
+
+
+def untrained_scores(args: argparse.Namespace) -> dict[str, Any]:
+    """The packaged MiniLM as it is, plain queries, scored on the same folder."""
+    from embedcurate.model.config import LatentAttentionConfig, LoraSettings
+    from embedcurate.model.embedder import build_embedder
+
+    path = args.work / "runs" / f"untrained-eval{args.eval_docs}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    embedder = build_embedder(
+        EmbedderConfig(
+            backbone=BackboneConfig(MINILM),
+            latent=LatentAttentionConfig(enabled=False),
+            lora=LoraSettings(enabled=False),
+            max_query_length=64,
+            max_doc_length=args.eval_max_length,
+        ),
+        trainable=False,
+    )
+    scores = evaluate_beir(embedder, eval_folder(args), instruction=None)
+    result = {"ndcg_at_10": scores.ndcg_at_10, "recall_at_100": scores.recall_at_100}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
+
+
 def run_arm(args: argparse.Namespace, arm: Arm, seed: int) -> dict[str, Any]:
     train_dir, info = make_train_data(args, arm)
-    run_dir = args.work / "runs" / f"{arm.name}-seed{seed}"
+    run_dir = args.work / "runs" / f"{arm.name}-seed{seed}-eval{args.eval_docs}"
     result_path = run_dir / "scores.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
@@ -208,7 +264,7 @@ def run_arm(args: argparse.Namespace, arm: Arm, seed: int) -> dict[str, Any]:
     trained.cfg = dataclasses.replace(
         trained.cfg, max_query_length=64, max_doc_length=args.eval_max_length
     )
-    scores = evaluate_beir(trained, args.beir, instruction=instruction_for(args.beir))
+    scores = evaluate_beir(trained, eval_folder(args), instruction=instruction_for(args.beir))
     stage = report.stages[0]
     result = {
         "arm": arm.name,
@@ -246,8 +302,9 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    print("SciFact test (300 queries, 5,183 docs), exact search; mean ± std over seeds")
+def print_table(rows: list[dict[str, Any]], untrained: dict[str, Any], eval_docs: int) -> None:
+    corpus = f"{eval_docs} of 5,183 docs" if eval_docs else "5,183 docs"
+    print(f"SciFact test (300 queries, {corpus}), exact search; mean ± std over seeds")
     print(f"{'arm':<12} {'seeds':>5} {'steps':>6} {'rows':>5} {'nDCG@10':>16} {'R@100':>16}")
     for r in rows:
         print(
@@ -256,7 +313,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r['recall_std']:.4f}"
         )
     print(
-        f"reference: bge-small-en-v1.5 {BGE_SMALL_SCIFACT}, untrained MiniLM "
+        f"{'untrained':<12} {'':>5} {0:>6} {0:>5} {untrained['ndcg_at_10']:>8.4f}"
+        f"{'':>9} {untrained['recall_at_100']:>8.4f}"
+    )
+    print(
+        f"reference (full corpus): bge-small-en-v1.5 {BGE_SMALL_SCIFACT}, untrained MiniLM "
         f"{UNTRAINED_MINILM_SCIFACT} nDCG@10"
     )
 
@@ -312,6 +373,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-max-length", type=int, default=128)
     parser.add_argument("--eval-max-length", type=int, default=256)
     parser.add_argument("--teacher-dtype", default="bfloat16")
+    parser.add_argument(
+        "--eval-docs", type=int, default=0, help="score on a corpus of N docs (0: all 5,183)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--judge-check", type=int, default=0, help="only score the LLM judge on N labelled pairs"
@@ -335,6 +399,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     table = arms(args)
     started = time.perf_counter()
+    untrained = untrained_scores(args)
     results = [run_arm(args, table[name], seed) for name in chosen for seed in seeds]
     rows = summarise(results)
     payload = {
@@ -343,9 +408,10 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,
         "summary": rows,
+        "untrained": untrained,
     }
     (args.work / "results.json").write_text(json.dumps(payload, indent=2))
-    print_table(rows)
+    print_table(rows, untrained, args.eval_docs)
 
 
 if __name__ == "__main__":
