@@ -421,11 +421,21 @@ def _judge_shards(
 
 
 IMPLAUSIBLE_RATE = 0.5
+UNSURE_WARNING_SHARE = 0.2
 
 
 def warn_if_implausible(overall: dict[str, Any]) -> None:
-    """A judge calling most mined negatives positives is more likely broken than right (the
-    packaged 270M base model answers "yes" to nearly everything); say so loudly."""
+    """Say loudly when many answers were unsure, or when the judge calls most mined negatives
+    positives: more likely broken than right (the packaged 270M base model says yes to nearly
+    everything, bench/RESULTS.md)."""
+    judged, unsure = overall.get("judged", 0), overall.get("unsure", 0)
+    if judged and unsure / judged > UNSURE_WARNING_SHARE:
+        logger.warning(
+            "the judge could not decide %d of %d negatives (failed calls, unparsed answers, "
+            "spent budget); they are kept as negatives unless judge.on_unsure is drop",
+            unsure,
+            judged,
+        )
     rate = overall.get("false_negative_rate")
     if rate is not None and rate > IMPLAUSIBLE_RATE and overall.get("judged", 0) >= 10:
         logger.warning(
