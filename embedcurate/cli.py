@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "embedcurate.commands.card",
     "embedcurate.commands.train",
     "embedcurate.commands.mine",
+    "embedcurate.commands.judge",
     "embedcurate.commands.server",
     "embedcurate.commands.generate",
     "embedcurate.commands.export",

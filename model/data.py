@@ -49,6 +49,7 @@ class TrainRow:
     negatives: tuple[str, ...]
     doc_instruction_chars: int
     label: str | None
+    extra_positives: tuple[str, ...] = ()  # judged positives: never this row's negatives
 
     @property
     def label_key(self) -> str | None:
@@ -114,6 +115,7 @@ def _table_rows(table: pa.Table, stages: set[int]) -> Iterator[TrainRow]:
             negatives=tuple(record["negatives"] or ()),
             doc_instruction_chars=int(record["doc_instruction_chars"]),
             label=record["label"],
+            extra_positives=tuple(record["extra_positives"] or ()),
         )
 
 
@@ -205,6 +207,7 @@ class ContrastiveBatch:
     positive_index: torch.Tensor  # (batch,) long
     doc_text_key: torch.Tensor  # (num_docs,) long, equal iff texts are equal
     row_label_key: torch.Tensor  # (batch,) long, -1 for unlabelled rows
+    extra_positive: torch.Tensor | None = None  # (batch, num_docs) bool, row's judged positives
 
 
 def build_contrastive_batch(rows: Sequence[TrainRow], num_hard_negatives: int) -> ContrastiveBatch:
@@ -219,6 +222,7 @@ def build_contrastive_batch(rows: Sequence[TrainRow], num_hard_negatives: int) -
         doc_chars.extend([row.doc_instruction_chars] * len(chosen))
         owners.extend([index] * len(chosen))
     labels = {key: i for i, key in enumerate(sorted({r.label_key for r in rows if r.label_key}))}
+    doc_keys = [_text_key(text) for text in docs]
     return ContrastiveBatch(
         queries=[row.query for row in rows],
         query_instruction_chars=[row.query_instruction_chars for row in rows],
@@ -226,11 +230,25 @@ def build_contrastive_batch(rows: Sequence[TrainRow], num_hard_negatives: int) -
         doc_instruction_chars=doc_chars,
         doc_owner=torch.tensor(owners, dtype=torch.long),
         positive_index=torch.tensor(positives, dtype=torch.long),
-        doc_text_key=torch.tensor([_text_key(text) for text in docs], dtype=torch.long),
+        doc_text_key=torch.tensor(doc_keys, dtype=torch.long),
         row_label_key=torch.tensor(
             [labels[r.label_key] if r.label_key else -1 for r in rows], dtype=torch.long
         ),
+        extra_positive=_extra_positive_mask(rows, doc_keys),
     )
+
+
+def _extra_positive_mask(rows: Sequence[TrainRow], doc_keys: list[int]) -> torch.Tensor | None:
+    """(batch, num_docs) True where document j's text is one of row i's judged positives
+    (relabel mode of the judge stage); None when no row has any."""
+    if not any(row.extra_positives for row in rows):
+        return None
+    mask = torch.zeros(len(rows), len(doc_keys), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        extra = {_text_key(text) for text in row.extra_positives}
+        for j, key in enumerate(doc_keys):
+            mask[i, j] = key in extra
+    return mask
 
 
 def _text_key(text: str) -> int:

@@ -11,7 +11,9 @@ it also holds every other row's positive and hard negatives, except
 - candidates whose text equals row i's positive (a duplicate query or passage in the batch
   would otherwise be pushed away from itself; this also drops a hard negative that repeats
   the positive), and
-- other rows' positives that share row i's label (same-label texts are never negatives).
+- other rows' positives that share row i's label (same-label texts are never negatives), and
+- row i's extra positives: texts a judge found relevant to q_i (the judge stage's relabel
+  mode, RLHN arXiv 2505.16967), wherever they appear in the batch, own hard negatives included.
 
 Stage 2 turns in-batch candidates off: NV-Embed found them misleading for classification and
 clustering, where another row's positive is often of the query's own class. In-batch
@@ -52,6 +54,7 @@ class InfoNCELoss(nn.Module):
         in_batch: bool,
         doc_text_key: torch.Tensor | None = None,  # (num_docs,) equal keys = equal texts
         row_label_key: torch.Tensor | None = None,  # (batch,) -1 = no label
+        extra_positive: torch.Tensor | None = None,  # (batch, num_docs) bool
     ) -> LossOutput:
         candidates = candidate_mask(
             doc_owner,
@@ -59,6 +62,7 @@ class InfoNCELoss(nn.Module):
             in_batch=in_batch,
             doc_text_key=doc_text_key if self.mask_same_text else None,
             row_label_key=row_label_key,
+            extra_positive=extra_positive,
         )  # (batch, num_docs) bool
         scores = F.normalize(query_emb.float(), dim=-1) @ F.normalize(doc_emb.float(), dim=-1).T
         logits = (scores / self.temperature).masked_fill(~candidates, float("-inf"))
@@ -74,6 +78,7 @@ def candidate_mask(
     in_batch: bool,
     doc_text_key: torch.Tensor | None = None,
     row_label_key: torch.Tensor | None = None,
+    extra_positive: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(batch, num_docs) True where document j is in row i's candidate set C_i."""
     batch = positive_index.shape[0]
@@ -93,4 +98,6 @@ def candidate_mask(
             row_label_key.unsqueeze(1) >= 0
         )
         allowed &= ~(same_label & doc_is_a_positive.unsqueeze(0) & ~own)
+    if extra_positive is not None:
+        allowed &= ~extra_positive.to(allowed.device)
     return allowed | is_positive

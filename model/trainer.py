@@ -317,6 +317,9 @@ class Trainer:
             in_batch=stage_cfg.in_batch_negatives,
             doc_text_key=batch.doc_text_key.to(device),
             row_label_key=batch.row_label_key.to(device),
+            extra_positive=None
+            if batch.extra_positive is None
+            else batch.extra_positive.to(device),
         )
 
     def _embed(

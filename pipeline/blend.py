@@ -278,6 +278,87 @@ class TrainingConfig(FrozenModel):
     out_dir: Path | None = None
 
 
+class CrossEncoderJudgeConfig(FrozenModel):
+    """A reranker (a Hugging Face sequence-classification model) as the judge."""
+
+    model: str = Field(description="folder or hub id of a sequence-classification reranker")
+    positive_threshold: float = Field(
+        default=0.8, description="score at or above which a candidate is a positive"
+    )
+    negative_threshold: float = Field(
+        default=0.2, description="score at or below which a candidate is a negative"
+    )
+    batch_size: int = Field(default=32, ge=1)
+    max_length: int = Field(default=256, ge=8)
+    device: str = Field(default="auto", description="auto: the first GPU if any, else the CPU")
+
+    @model_validator(mode="after")
+    def _band(self) -> CrossEncoderJudgeConfig:
+        if self.negative_threshold > self.positive_threshold:
+            raise ValueError("negative_threshold must not exceed positive_threshold")
+        return self
+
+
+def _judge_generator() -> GeneratorConfig:
+    """The embedded LLM answering one short JSON value, greedily."""
+    return GeneratorConfig(temperature=0.0, max_tokens=16)
+
+
+class LLMJudgeConfig(FrozenModel):
+    """An LLM through the generator backends, prompted with `prompts/judge/<prompt>.yaml`."""
+
+    generator: GeneratorConfig = Field(default_factory=_judge_generator)
+    prompt: str = Field(default="relevance", pattern=r"^[A-Za-z0-9_.\-]+$")
+    max_calls: int | None = Field(
+        default=None, ge=0, description="budget of LLM calls per run; beyond it: unsure"
+    )
+    batch_size: int = Field(default=64, ge=1, description="requests handed to the backend at once")
+
+
+class NearDuplicateConfig(FrozenModel):
+    """Negatives near-copying the row's positive or a harder negative (MinHash, word shingles)."""
+
+    threshold: float = Field(default=0.8, gt=0, le=1, description="estimated Jaccard similarity")
+    shingle_words: int = Field(default=3, ge=1)
+    num_perm: int = Field(default=128, ge=16)
+    teacher_cosine: float | None = Field(
+        default=None, gt=0, le=1, description="also remove negatives this close by teacher cosine"
+    )
+
+
+class JudgeConfig(FrozenModel):
+    """The judge stage: audit, drop or relabel false negatives; remove near-duplicate negatives.
+
+    `judge` picks who decides: a cross-encoder, an LLM, or a cascade (the cross-encoder decides
+    the clear cases and sends its unsure band to the LLM within `llm.max_calls`).
+    """
+
+    mode: Literal["audit", "drop", "relabel"] = "audit"
+    judge: Literal["cross-encoder", "llm", "cascade"] | None = "llm"
+    cross_encoder: CrossEncoderJudgeConfig | None = None
+    llm: LLMJudgeConfig = Field(default_factory=LLMJudgeConfig)
+    sample: int | None = Field(
+        default=None, ge=1, description="rows judged (seeded sample); default: 1000 in audit, all"
+    )
+    seed: int = 0
+    on_unsure: Literal["keep", "drop"] = Field(
+        default="keep",
+        description="drop/relabel: what becomes of a negative the judge is unsure of",
+    )
+    num_reserve: int = Field(
+        default=5, ge=0, description="candidates mining keeps beyond num_negatives for refilling"
+    )
+    near_duplicates: NearDuplicateConfig | None = Field(default_factory=NearDuplicateConfig)
+
+    @model_validator(mode="after")
+    def _judge_configured(self) -> JudgeConfig:
+        if self.judge in ("cross-encoder", "cascade") and self.cross_encoder is None:
+            raise ValueError(f"judge {self.judge!r} needs a cross_encoder section (its model)")
+        if self.judge is None and self.near_duplicates is None:
+            raise ValueError("with judge: null the stage needs near_duplicates, or nothing runs")
+        return self
+
+
 class BlendConfig(FrozenModel):
     """A dataset blend: sources, generator, teacher, mining rule and output settings."""
 
@@ -292,6 +373,7 @@ class BlendConfig(FrozenModel):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     mining: MiningConfig = Field(default_factory=MiningConfig)
     decontamination: DecontaminationConfig | None = None
+    judge: JudgeConfig | None = None
     output: OutputConfig = Field(default_factory=OutputConfig)
     runner: RunnerKind = "thread"
     dask_address: str | None = None
@@ -394,10 +476,16 @@ class MineStageConfig(StageSection):
 
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     mining: MiningConfig = Field(default_factory=MiningConfig)
+    num_reserve: int = Field(
+        default=0, ge=0, description="rule-passing candidates kept past num_negatives for the judge"
+    )
 
     @classmethod
     def of(cls, blend: BlendConfig) -> MineStageConfig:
-        return cls(**cls.shared(blend), teacher=blend.teacher, mining=blend.mining)
+        reserve = blend.judge.num_reserve if blend.judge is not None else 0
+        return cls(
+            **cls.shared(blend), teacher=blend.teacher, mining=blend.mining, num_reserve=reserve
+        )
 
 
 class TemplateStageConfig(StageSection):

@@ -81,6 +81,15 @@ _MINING_FIELDS = [
     pa.field("candidates_dropped", pa.int32(), nullable=False),
 ]
 
+# Judge lineage (pipeline.judge), parallel to `negatives`; null where no judge ran. A relabelled
+# negative leaves `negatives` for `positive_ids` (its id) and `extra_positives` (its text).
+_JUDGE_FIELDS = [
+    pa.field("neg_judges", _STRINGS),
+    pa.field("neg_judge_scores", _FLOATS),
+    pa.field("neg_verdicts", _STRINGS),
+    pa.field("extra_positives", _STRINGS),
+]
+
 # Documents a source brings beside its pairs (a BEIR corpus): the pool mining draws from.
 CORPUS_SCHEMA = pa.schema(
     [
@@ -94,11 +103,13 @@ CORPUS_SCHEMA = pa.schema(
 
 PAIRS_SCHEMA = pa.schema(_IDENTITY_FIELDS + _PAIR_FIELDS)
 
-MINED_SCHEMA = pa.schema(_IDENTITY_FIELDS + _PAIR_FIELDS + _MINING_FIELDS)
+MINED_SCHEMA = pa.schema(_IDENTITY_FIELDS + _PAIR_FIELDS + _MINING_FIELDS + _JUDGE_FIELDS)
 
 # Train rows hold templated texts. `*_instruction_chars` is the length of the instruction prefix
 # (`Instruct: {task}\nQuery: `) at the start of the text, 0 when untemplated, so the model can
 # leave the instruction out of pooling. Symmetric tasks template documents too.
+# `extra_positives` are texts a judge found relevant (relabel mode): the trainer keeps them out
+# of the row's negatives, in-batch ones included.
 TRAIN_SCHEMA = pa.schema(
     [
         *_IDENTITY_FIELDS,
@@ -113,6 +124,7 @@ TRAIN_SCHEMA = pa.schema(
         pa.field("label", pa.string()),
         pa.field("teacher", pa.string()),
         pa.field("mining_rule", pa.string()),
+        pa.field("extra_positives", _STRINGS),
     ]
 )
 

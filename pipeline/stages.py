@@ -25,6 +25,7 @@ from embedcurate.pipeline.blend import (
     BlendConfig,
     DecontaminateStageConfig,
     GenerateStageConfig,
+    JudgeConfig,
     MineStageConfig,
     SourcesStageConfig,
     TemplateStageConfig,
@@ -135,6 +136,13 @@ def _run_mine(inputs: Tables, ctx: StageContext, cfg: MineStageConfig) -> StageR
     return run_mine(mine_inputs, ctx.run_dir / "mined", cfg, provenance=ctx.provenance)
 
 
+def _run_judge(inputs: Tables, ctx: StageContext, cfg: JudgeConfig) -> StageReport:
+    from embedcurate.pipeline.judge.stage import run_judge
+
+    (mined_dir,) = inputs["mined"]
+    return run_judge(mined_dir, ctx.run_dir / "judged", cfg)
+
+
 def _run_template(inputs: Tables, ctx: StageContext, cfg: TemplateStageConfig) -> StageReport:
     from embedcurate.pipeline.train_rows import run_template
 
@@ -190,6 +198,15 @@ STAGES: tuple[StageSpec, ...] = (
         section=MineStageConfig.of,
         run=_run_mine,
         outputs=_fixed("mined", "mined"),
+    ),
+    StageSpec(
+        name="judge",
+        purpose="audit or fix false negatives; remove near-duplicate negatives",
+        reads=("mined",),
+        writes=("mined",),
+        section=lambda blend: blend.judge,
+        run=_run_judge,
+        outputs=_fixed("mined", "judged"),
     ),
     StageSpec(
         name="template",

@@ -7,7 +7,8 @@ embedding in training and evaluation). Documents stay as they are, except for sy
 (STS, and classification/clustering whose documents are examples like the query): there the
 positive and every negative get the same template and `doc_instruction_chars` says how long
 it is. Negatives are cut to `mining.num_negatives`, hardest first as mining left them; their
-scores follow them. Labels, teacher and rule are carried for training and the data card.
+scores follow them. Labels, teacher and rule are carried for training and the data card, and
+so are `extra_positives` (texts a judge relabelled as positives; the trainer masks them).
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ def template_row(row: dict[str, Any], num_negatives: int) -> dict[str, Any]:
     negatives = list(row["negatives"] or [])[:num_negatives]
     neg_scores = row["neg_scores"]
     positive = row["positive"]
+    extra_positives = row.get("extra_positives")
     doc_chars = 0
     if row["symmetric"] and definition:
         rendered_positive = render(definition, positive)
         positive = rendered_positive.text
         negatives = [render(definition, negative).text for negative in negatives]
+        if extra_positives:
+            extra_positives = [render(definition, text).text for text in extra_positives]
         doc_chars = rendered_positive.instruction_chars
     return {
         "example_id": row["example_id"],
@@ -55,6 +59,7 @@ def template_row(row: dict[str, Any], num_negatives: int) -> dict[str, Any]:
         "label": row["label"],
         "teacher": row["teacher"],
         "mining_rule": row["mining_rule"],
+        "extra_positives": extra_positives or None,
     }
 
 

@@ -32,7 +32,10 @@ TORCH_STACK = {
 }
 EDGE_MODULES: dict[str, set[str]] = {
     **{name: {"flows/"} for name in ORCHESTRATION},
-    **{name: {"model/", "pipeline/mining/teacher.py"} for name in TORCH_STACK},
+    **{
+        name: {"model/", "pipeline/mining/teacher.py", "pipeline/judge/cross_encoder.py"}
+        for name in TORCH_STACK
+    },
     "faiss": {"pipeline/mining/index.py"},
     "vllm": {"pipeline/generation/vllm_backend.py"},
     "openai": {"pipeline/generation/openai_backend.py"},

@@ -590,6 +590,33 @@ def draw_card_plots(stats: ShardStats, plots_dir: Path) -> dict[str, str]:
     return drawn
 
 
+def _judge_details(inputs: CardInputs) -> dict[str, Any] | None:
+    """The latest judge stage report's details in the run folder, if a judge ran."""
+    found = [f for f in inputs.reports if f.stage == "judge" and f.report is not None]
+    return found[-1].report.details if found else None  # type: ignore[union-attr]
+
+
+def _false_negatives_section(inputs: CardInputs) -> dict[str, Any] | None:
+    """Audit figures and near-duplicate counts of the judge stage, without the plot points."""
+    details = _judge_details(inputs)
+    if details is None:
+        return None
+    audit = {k: v for k, v in details.get("audit", {}).items() if k != "score_vs_rank"}
+    return {**{k: v for k, v in details.items() if k != "audit"}, "audit": audit}
+
+
+def draw_judge_plot(inputs: CardInputs, plots_dir: Path) -> dict[str, str]:
+    """The judge's score against the teacher's rank of each judged negative, when a judge ran."""
+    from embedcurate.pipeline.card.plots import plot_judge_scores
+
+    details = _judge_details(inputs)
+    points = (details or {}).get("audit", {}).get("score_vs_rank")
+    if not points or not points.get("scores"):
+        return {}
+    path = plot_judge_scores(points, plots_dir / "judge_scores.png")
+    return {"judge_scores": f"{PLOTS_DIR}/judge_scores.png"} if path is not None else {}
+
+
 def _nested_counts(counter: Counter[tuple[Any, Any]]) -> dict[str, dict[str, int]]:
     nested: dict[str, dict[str, int]] = {}
     for (outer, inner), n in sorted(counter.items(), key=lambda item: tuple(map(str, item[0]))):
@@ -619,6 +646,7 @@ def build_card(inputs: CardInputs, plots: dict[str, str] | None = None) -> dict[
         "generator": _generator_section(inputs),
         "teacher_mining": _teacher_mining_section(inputs),
         "decontamination": _decontamination_section(inputs),
+        "false_negatives": _false_negatives_section(inputs),
         "lineage": _lineage_section(inputs),
         "plots": plots or {},
     }
@@ -679,6 +707,7 @@ def run_card(
         run_id=run_id,
     )
     plots = draw_card_plots(stats, train_dir / PLOTS_DIR)
+    plots.update(draw_judge_plot(inputs, train_dir / PLOTS_DIR))
     written = write_card(build_card(inputs, plots), train_dir)
     written.append(write_train_croissant(inputs))
     for source, n in sorted(stats.by_source.items()):

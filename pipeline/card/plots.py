@@ -113,3 +113,37 @@ def plot_composition(
     axes.set_title(title)
     axes.legend(loc="best", fontsize="small")
     return _save(figure, Path(path))
+
+
+VERDICT_COLORS = {"negative": COLORS[0], "positive": COLORS[1], "unsure": "#999999"}
+
+
+def plot_judge_scores(points: Mapping[str, list[Any]], path: str | Path) -> Path | None:
+    """Judge score against teacher rank, one dot per judged negative, coloured by verdict.
+
+    False negatives concentrate at the hardest ranks; the plot shows where, and whether the
+    judge's scores separate (a cross-encoder's do; an LLM's are 0 or 1).
+    """
+    ranks = np.asarray(points["ranks"], dtype=float)
+    if not len(ranks):
+        return None
+    scores = np.asarray(points["scores"], dtype=float)
+    verdicts = np.asarray(points["verdicts"])
+    figure, axes = _new_figure()
+    jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(ranks))  # ranks are integers
+    for verdict, color in VERDICT_COLORS.items():
+        chosen = verdicts == verdict
+        if chosen.any():
+            axes.scatter(
+                ranks[chosen] + jitter[chosen],
+                scores[chosen],
+                s=8,
+                alpha=0.6,
+                color=color,
+                label=f"{verdict} ({int(chosen.sum())})",
+            )
+    axes.set_title("Judge score against teacher rank of each judged negative")
+    axes.set_xlabel("teacher rank (0 = hardest)")
+    axes.set_ylabel("judge score")
+    axes.legend(loc="best", fontsize="small")
+    return _save(figure, Path(path))

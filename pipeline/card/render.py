@@ -466,6 +466,80 @@ def _decontamination_report(report: Mapping[str, Any]) -> str:
     )
 
 
+RATE_HEADERS = ["", "judged", "positive", "negative", "unsure", "false-negative rate", "95% CI"]
+
+
+def _rate_rows(groups: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for name, g in groups.items():
+        rate, ci = g["false_negative_rate"], g["ci95"]
+        shown_rate = "-" if rate is None else f"{100 * rate:.1f}%"
+        shown_ci = "-" if ci is None else f"{100 * ci[0]:.1f}%-{100 * ci[1]:.1f}%"
+        rows.append(
+            [name, g["judged"], g["positive"], g["negative"], g["unsure"], shown_rate, shown_ci]
+        )
+    return rows
+
+
+def _false_negatives(card: Mapping[str, Any]) -> str:
+    section = card.get("false_negatives")
+    if not section:
+        return (
+            "No judge ran on this set (a blend's `judge:` section, or `embedcurate judge "
+            "RUN_DIR`), so how many of its negatives are unlabelled positives is unknown."
+        )
+    audit = section["audit"]
+    parts = [
+        key_values(
+            [
+                ("mode", section["mode"]),
+                ("judge", section["judge"]),
+                ("rows judged", audit.get("rows_judged")),
+                ("mining rule", section.get("mining_rule")),
+                ("agreement with the rule", audit.get("agreement_with_rule")),
+                ("unsure answers by reason", audit.get("unsure_reasons")),
+                ("negatives removed by reason", section.get("negatives_removed")),
+                ("negatives refilled", section.get("negatives_refilled")),
+                ("rows relabelled", section.get("rows_relabelled")),
+            ]
+        ),
+        "The rate counts, among the negatives as mined (the ones the trainer would see) that the "
+        "judge decided, those it judged relevant to the query; unsure answers (failed calls, "
+        "unparseable answers, an exhausted budget) are left out of the rate and counted. The "
+        "interval is Wilson's score interval.",
+    ]
+    if audit.get("overall"):
+        groups = {"all": audit["overall"]}
+        groups.update({f"source {k}": v for k, v in audit.get("by_source", {}).items()})
+        groups.update({f"rank {k}": v for k, v in audit.get("by_rank", {}).items()})
+        parts.append(table(RATE_HEADERS, _rate_rows(groups)))
+    if audit.get("rule_vs_judge"):
+        parts.append(
+            _blocks(
+                "The mining rule (re-applied to each judged negative's teacher score) against "
+                "the judge:",
+                table(["rule / judge", "negatives"], list(audit["rule_vs_judge"].items())),
+            )
+        )
+    near = section.get("near_duplicates")
+    if near:
+        rows = [
+            [name, near[name]["texts"], near[name]["near_duplicates"]]
+            for name in ("queries", "positives")
+            if near.get(name)
+        ]
+        parts.append(
+            _blocks(
+                f"Near-duplicates across the set (MinHash, Jaccard >= {near['threshold']} over "
+                f"{near['shingle_words']}-word shingles; exact copies are in the collision "
+                "section):",
+                table(["texts", "count", "near-copies of an earlier text"], rows),
+            )
+        )
+    parts.append(_image(card, "judge_scores", "judge score against teacher rank"))
+    return _blocks(*parts)
+
+
 def _lineage(card: Mapping[str, Any]) -> str:
     lineage = card["lineage"]
     keys = (
@@ -537,6 +611,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "collisions": _collisions,
     "labels": _labels,
     "decontamination": _decontamination,
+    "false_negatives": _false_negatives,
     "lineage": _lineage,
     "samples": _samples,
     "unknowns": _unknowns,

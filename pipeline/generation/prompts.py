@@ -31,8 +31,9 @@ from embedcurate.pipeline.atomic import sha256_json
 from embedcurate.pipeline.errors import ConfigError
 
 PromptForm = Literal["chat", "completion"]
-PromptStep = Literal["brainstorm", "generate"]
+PromptStep = Literal["brainstorm", "generate", "judge"]
 SYNTHETIC_DIR = "synthetic"
+JUDGE_DIR = "judge"
 
 
 class PromptError(ConfigError):
@@ -278,5 +279,16 @@ def load_template(
         raise PromptError(
             f"{template.path}: declares step {template.spec.step!r} and task type "
             f"{template.spec.task_type!r}, expected {step!r} and {task_type!r}"
+        )
+    return template
+
+
+def load_judge_template(name: str, prompts_dir: Path | None = None) -> PromptTemplate:
+    """A judge prompt (`prompts/judge/NAME.yaml`), checked like the synthetic templates."""
+    path = (prompts_dir or default_prompts_dir()) / JUDGE_DIR / f"{name}.yaml"
+    template = load_template_file(path)
+    if template.spec.step != "judge":
+        raise PromptError(
+            f"{template.path}: declares step {template.spec.step!r}, expected 'judge'"
         )
     return template

@@ -207,6 +207,15 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
+def judge_reserve(cfg: MineStageConfig) -> int:
+    """Survivors of the rule kept beyond `num_negatives` for the judge stage to refill from.
+
+    The template stage uses only the first `num_negatives`, so the reserve changes nothing
+    downstream unless the judge removes a negative and moves the next one up.
+    """
+    return cfg.num_reserve
+
+
 class Miner:
     """Mines one run: the teacher, its cache, the index per pool and the rules."""
 
@@ -226,7 +235,7 @@ class Miner:
         self.rule = MiningRule.parse(cfg.mining.rule)
         self.selection = SelectionConfig(
             rule=self.rule,
-            num_negatives=cfg.mining.num_negatives,
+            num_negatives=cfg.mining.num_negatives + judge_reserve(cfg),
             range_min=cfg.mining.range_min,
             range_max=cfg.mining.range_max,
             sampling=cfg.mining.sampling,
@@ -459,7 +468,7 @@ class Miner:
             if self.mining.on_too_few == "drop":
                 self.report.drop(row["source"], "too_few_negatives")
                 return False
-        self.stats.neg_scores.extend(selection.scores)
+        self.stats.neg_scores.extend(selection.scores[: self.mining.num_negatives])
         self.report.keep(row["source"])
         return True
 

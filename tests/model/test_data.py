@@ -111,6 +111,27 @@ def test_contrastive_batch_flattens_documents_row_by_row(tmp_path: Path) -> None
     assert batch.row_label_key.tolist() == [-1, -1, -1]
 
 
+def test_extra_positives_mark_every_copy_of_their_text_in_the_batch(tmp_path: Path) -> None:
+    rows = retrieval_train_rows(num_negatives=2)[:3]
+    rows[0]["extra_positives"] = [rows[1]["positive"]]  # judged relevant to row 0's query
+    shards = TrainShards(write_train(tmp_path, rows))
+    batch_rows = sorted(
+        next(stage_batches(shards, StageConfig(stage=1, batch_size=3), seed=0, buffer=1)),
+        key=lambda r: r.example_id,
+    )
+    assert batch_rows[0].extra_positives == (rows[1]["positive"],)
+    batch = build_contrastive_batch(batch_rows, num_hard_negatives=2)
+    assert batch.extra_positive is not None
+    marked = [[batch.docs[j] for j in range(len(batch.docs)) if m[j]] for m in batch.extra_positive]
+    assert set(marked[0]) == {rows[1]["positive"]}
+    assert marked[0].count(rows[1]["positive"]) == batch.docs.count(rows[1]["positive"])
+    assert marked[1] == marked[2] == []
+    plain = build_contrastive_batch(
+        [dataclasses.replace(r, extra_positives=()) for r in batch_rows], 2
+    )
+    assert plain.extra_positive is None
+
+
 def metaspace_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     """A word-level tokenizer that marks word starts with '▁' the SentencePiece way (the space
     is part of the next token, so a query's first token straddles the instruction's end)."""

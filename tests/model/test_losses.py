@@ -83,3 +83,18 @@ def test_loss_gradient_flows_to_both_sides() -> None:
     assert docs.grad is not None
     assert queries.grad.abs().sum() > 0
     assert docs.grad.abs().sum() > 0
+
+
+def test_a_rows_extra_positives_are_never_its_negatives_in_batch_or_own() -> None:
+    # a judge relabelled d3 (row 1's negative) as a positive of row 0, and d2 (row 1's
+    # positive) as one of row 1... which is its positive already and must stay its target
+    extra = torch.tensor([[False, False, False, True], [False, False, True, False]])
+    mask = candidate_mask(OWNER, POSITIVE, in_batch=True, extra_positive=extra)
+    assert mask.tolist() == [[True, True, True, False], [True, True, True, True]]
+    out = InfoNCELoss(TAU)(QUERIES, DOCS, OWNER, POSITIVE, in_batch=True, extra_positive=extra)
+    assert out.loss.item() == pytest.approx(hand_loss([[0, 1, 2], [0, 1, 2, 3]]), rel=1e-5)
+    own = torch.tensor([[False, True, False, False], [False, False, False, False]])
+    assert candidate_mask(OWNER, POSITIVE, in_batch=False, extra_positive=own).tolist() == [
+        [True, False, False, False],
+        [False, False, True, True],
+    ]

@@ -158,6 +158,33 @@ def test_in_batch_candidates_are_on_in_stage_one_and_off_in_stage_two(
     assert loaded_from == [tmp_path / "run" / "stage1"]  # stage 2 starts from stage 1
 
 
+def test_judged_positives_leave_the_in_batch_candidates_of_their_row(
+    tiny_backbone: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = retrieval_train_rows()
+    passages = [r["positive"] for r in rows]
+    # relabel mode: every other topic's passage was judged relevant to each query
+    relabelled = [
+        {**r, "extra_positives": [p for p in passages if p != r["positive"]]} for r in rows
+    ]
+    base = tiny_train_config(tiny_backbone("mistral"))
+    cfg = stage_one(base, max_steps=2)
+    counts: dict[str, list[int]] = {}
+    original = InfoNCELoss.forward
+
+    def spy(self: InfoNCELoss, *args: Any, **kwargs: Any) -> Any:
+        out = original(self, *args, **kwargs)
+        counts.setdefault(current, []).extend(out.num_candidates.tolist())
+        return out
+
+    monkeypatch.setattr(InfoNCELoss, "forward", spy)
+    for current, train_rows in (("plain", rows), ("relabelled", relabelled)):
+        shards = write_train(tmp_path / current / "train", train_rows)
+        train(shards, tmp_path / current / "run", cfg)
+    assert min(counts["plain"]) > 1
+    assert set(counts["relabelled"]) == {1}  # only the row's own positive is left
+
+
 def test_gradcache_gives_the_gradient_of_the_whole_batch(
     tiny_backbone: Callable[[str], Path], tmp_path: Path
 ) -> None:

@@ -434,7 +434,8 @@ def test_readme_header_parses_and_describes_the_shards(card_run) -> None:
         "Sources", "Rows through the stages", "Dedup and filter counts", "Generator",
         "Teacher, index and mining rule", "Scores", "Negatives per row", "Text lengths",
         "Stage 1 and stage 2 composition", "In-batch collisions", "Rows per label",
-        "Decontamination", "Lineage", "Sample rows", "What this card does not know",
+        "Decontamination", "False negatives", "Lineage", "Sample rows",
+        "What this card does not know",
     ]  # fmt: skip
     frame = _frame(train_dir)
     for source, n in _counts(frame, "source").items():

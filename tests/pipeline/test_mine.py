@@ -496,3 +496,26 @@ def test_encoding_progress_is_logged_per_part_with_rate_and_eta(
     ]
     assert all(" docs/s, ETA " in line for line in lines)
     assert lines[-1].endswith("ETA 0:00:00")
+
+
+def test_a_judge_section_makes_mining_keep_a_reserve_that_drop_refills_from(tmp_path) -> None:
+    from embedcurate.pipeline.blend import JudgeConfig, TemplateStageConfig
+    from embedcurate.pipeline.judge.stage import run_judge
+    from embedcurate.pipeline.train_rows import run_template
+
+    inputs = write_corpus_case(tmp_path, num_docs=60)
+    plain = blend(tmp_path, rule="none")
+    judged = plain.model_copy(update={"judge": JudgeConfig(judge=None, num_reserve=2)})
+    run_mine(inputs, tmp_path / "plain", MineStageConfig.of(plain))
+    report = run_mine(inputs, tmp_path / "mined", MineStageConfig.of(judged))
+    first = read_shards(tmp_path / "plain").to_pylist()
+    stored = read_shards(tmp_path / "mined").to_pylist()
+    assert all(len(r["negative_ids"]) == 5 for r in stored)  # 3 + a reserve of 2
+    for short, long in zip(first, stored, strict=True):
+        assert long["negative_ids"][:3] == short["negative_ids"]  # the reserve comes after
+    assert report.details["neg_score"]["count"] == 3 * len(stored)  # figures: the 3 used
+    run_template(tmp_path / "mined", tmp_path / "train", TemplateStageConfig.of(judged))
+    assert all(len(r["negatives"]) == 3 for r in read_shards(tmp_path / "train").to_pylist())
+    # the judge stage (near-duplicates only here) cuts back to num_negatives
+    run_judge(tmp_path / "mined", tmp_path / "judged", judged.judge)
+    assert all(len(r["negative_ids"]) == 3 for r in read_shards(tmp_path / "judged").to_pylist())

@@ -43,6 +43,10 @@ def test_mined_extends_pairs_with_mining_lineage() -> None:
         "teacher",
         "mining_rule",
         "candidates_dropped",
+        "neg_judges",
+        "neg_judge_scores",
+        "neg_verdicts",
+        "extra_positives",
     }
 
 

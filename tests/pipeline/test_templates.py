@@ -108,6 +108,23 @@ def test_symmetric_rows_template_positive_and_negatives_and_keep_the_label(
     assert row["stage"] == 2
 
 
+def test_judged_extra_positives_reach_the_train_rows_templated_like_documents(
+    tmp_path, pair_rows
+) -> None:
+    pairs = pair_rows(2)
+    rows = [
+        mined_row(pairs[0], 0, 3, extra_positives=["a relevant passage"]),
+        mined_row(pairs[1], 1, 3, symmetric=True, extra_positives=["a close sentence"]),
+    ]
+    run_template(
+        write_mined(tmp_path / "mined", rows), tmp_path / "train", TemplateStageConfig.of(blend())
+    )
+    out = read_shards(tmp_path / "train", TableKind.TRAIN).to_pylist()
+    assert out[0]["extra_positives"] == ["a relevant passage"]
+    prefix = f"Instruct: {DEFINITION}\nQuery: "
+    assert out[1]["extra_positives"] == [prefix + "a close sentence"]
+
+
 def test_rows_short_of_negatives_are_kept_and_counted(tmp_path, pair_rows) -> None:
     pairs = pair_rows(2)
     rows = [mined_row(pairs[0], 0, 1), mined_row(pairs[1], 1, 4)]

@@ -275,7 +275,18 @@ class ScriptedServer:
             return other
         return f"A short note on {other}, with a passing mention of {topic} in its last line."
 
+    @staticmethod
+    def _judgement(prompt: str) -> str:
+        """Relevance judge: the last passage decides (`RELEVANT` yes, `GARBLED` no JSON)."""
+        passage = prompt.rsplit("Passage:", 1)[-1]
+        if "GARBLED" in passage:
+            return "I think it might be, hard to say"
+        return "yes" if "RELEVANT" in passage else "no"
+
     def _completion_answer(self, prompt: str) -> str:
+        if prompt.rstrip().endswith('{"relevant": "'):
+            answer = self._judgement(prompt)
+            return answer + '"}' if answer in ("yes", "no") else answer
         item = prompt.rsplit("\n\n", 1)[-1]
         header, _, json_part = item.partition("\n{")
         json_part = "{" + json_part
@@ -288,6 +299,9 @@ class ScriptedServer:
         return self._value(keys[-1], header, written)
 
     def _chat_answer(self, prompt: str) -> str:
+        if '{"relevant": "yes"}' in prompt:
+            answer = self._judgement(prompt.split("\n\nDoes the passage", 1)[0])
+            return json.dumps({"relevant": answer}) if answer in ("yes", "no") else answer
         if "tasks" in prompt and "Propose" in prompt:
             count = int(re.search(r"Propose (\d+)", prompt).group(1))  # type: ignore[union-attr]
             tasks = [

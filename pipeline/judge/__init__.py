@@ -1,0 +1,1 @@
+"""The judge stage: false-negative audit, drop and relabel; near-duplicate negatives."""
