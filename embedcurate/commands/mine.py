@@ -170,7 +170,8 @@ def run_command(
 ) -> None:
     """The registry's stages sources -> (corpus file) -> mine -> template -> card."""
     from embedcurate.pipeline.blend import MineStageConfig
-    from embedcurate.pipeline.mining.stage import MineInputs, calibrate_mining
+    from embedcurate.pipeline.mining.calibration import calibrate_mining
+    from embedcurate.pipeline.mining.stage import MineInputs
     from embedcurate.pipeline.sources.ingest import add_corpus_file
     from embedcurate.pipeline.stages import run_stages
 

@@ -12,11 +12,11 @@ import pytest
 
 from embedcurate.pipeline.blend import BlendConfig, MineStageConfig, SourcesStageConfig, parse_blend
 from embedcurate.pipeline.errors import InputError
+from embedcurate.pipeline.mining.calibration import calibrate_mining
 from embedcurate.pipeline.mining.stage import (
     EncodeProgress,
     MineInputs,
     MiningError,
-    calibrate_mining,
     run_mine,
 )
 from embedcurate.pipeline.mining.teacher import HashingTeacher
