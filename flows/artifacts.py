@@ -18,7 +18,8 @@ def artifact_key(prefix: str, name: str) -> str:
 
 
 def stage_count_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """One row per (stage report, source): rows in, kept, dropped and the top drop reasons.
+    """One row per (stage report, source): records in, kept, dropped, rows written (a kept STS
+    pair writes two) and the top drop reasons.
 
     The reports come from the card's collector, so this table and the card count alike.
     """
@@ -36,6 +37,7 @@ def stage_count_rows(run_dir: Path) -> list[dict[str, Any]]:
                     "in": counts.num_in,
                     "kept": counts.num_kept,
                     "dropped": counts.num_dropped,
+                    "rows": counts.rows_written,
                     "top reasons": ", ".join(f"{r} ({n})" for r, n in reasons),
                 }
             )

@@ -47,15 +47,12 @@ def print_summary(run_dir: Path, summary: dict) -> None:
     from embedcurate.pipeline.manifest import read_manifest
 
     table = Table(title=f"curate run {run_dir}")
-    for column in ("stage", "output", "source", "in", "kept", "dropped", "top reasons"):
-        table.add_column(column, justify="right" if column in ("in", "kept", "dropped") else "left")
+    columns = ("stage", "output", "source", "in", "kept", "dropped", "rows", "top reasons")
+    for column in columns:
+        numeric = column in ("in", "kept", "dropped", "rows")
+        table.add_column(column, justify="right" if numeric else "left")
     for row in stage_count_rows(run_dir):
-        table.add_row(
-            *(
-                str(row[c])
-                for c in ("stage", "output", "source", "in", "kept", "dropped", "top reasons")
-            )
-        )
+        table.add_row(*(str(row[c]) for c in columns))
     console.print(table)
     manifest = read_manifest(summary["train_dir"])
     console.print(

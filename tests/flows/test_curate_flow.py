@@ -65,7 +65,8 @@ def test_curate_publishes_card_and_counts_artifacts(first_run) -> None:
     )
     assert {row["stage"] for row in table} >= {"sources", "mine"}
     beir = next(r for r in table if r["stage"] == "sources" and r["source"] == "beir")
-    assert beir["kept"] == read_shards(first_run[0] / "run" / "pairs" / "beir").num_rows
+    assert beir["rows"] == read_shards(first_run[0] / "run" / "pairs" / "beir").num_rows
+    assert beir["in"] == beir["kept"] + beir["dropped"]
 
 
 def test_rerun_skips_and_a_changed_setting_reruns_only_what_it_affects(first_run) -> None:
