@@ -133,11 +133,11 @@ def test_demo_curate_writes_valid_shards_a_card_and_counts_that_add_up(
         for name, counts in report.sources.items():
             assert counts.num_in == counts.num_kept + sum(counts.dropped.values()), (path, name)
     mined = StageReport.load(run / "mined" / "report.json")
-    pairs_kept = sum(
-        StageReport.load(run / "pairs" / name / "report.json").sources[name].num_kept
+    pairs_written = sum(  # mining reads rows: a kept STS pair wrote two
+        StageReport.load(run / "pairs" / name / "report.json").sources[name].rows_written
         for name in DEMO_SOURCES
     )
-    assert mined.num_in == pairs_kept
+    assert mined.num_in == pairs_written
     assert manifest.num_rows == mined.num_kept
 
     card = json.loads((demo_run.train_dir / "card.json").read_text())
@@ -194,7 +194,7 @@ def test_decontamination_inside_the_flow_drops_the_leaked_rows(decontaminated_ru
         assert counts.num_in == counts.num_kept + sum(counts.dropped.values())
     pairs = {s: StageReport.load(run / "pairs" / s / "report.json") for s in DEMO_SOURCES}
     assert {s: c.num_in for s, c in report.sources.items()} == {
-        s: r.sources[s].num_kept for s, r in pairs.items()
+        s: r.sources[s].rows_written for s, r in pairs.items()  # decontamination reads rows
     }
     train = read_shards(run / "train", TableKind.TRAIN).to_pylist()
     assert not [r for r in train if any(t in r["query"] or t in r["positive"] for t in LEAKED)]
