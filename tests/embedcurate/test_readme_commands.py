@@ -194,7 +194,8 @@ def test_decontamination_inside_the_flow_drops_the_leaked_rows(decontaminated_ru
         assert counts.num_in == counts.num_kept + sum(counts.dropped.values())
     pairs = {s: StageReport.load(run / "pairs" / s / "report.json") for s in DEMO_SOURCES}
     assert {s: c.num_in for s, c in report.sources.items()} == {
-        s: r.sources[s].rows_written for s, r in pairs.items()  # decontamination reads rows
+        s: r.sources[s].rows_written
+        for s, r in pairs.items()  # decontamination reads rows
     }
     train = read_shards(run / "train", TableKind.TRAIN).to_pylist()
     assert not [r for r in train if any(t in r["query"] or t in r["positive"] for t in LEAKED)]
