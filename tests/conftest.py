@@ -65,12 +65,27 @@ def _stop_prefect_api_servers() -> None:
             server.stop()
 
 
+# Helpers the standard library starts for this process itself; each reads a pipe from it and
+# exits when this process does, so they are not processes a test left behind.
+STDLIB_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _ends_with_us(process: Any) -> bool:
+    import psutil
+
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return True  # already gone
+    return any(helper in command for helper in STDLIB_HELPERS)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run when a process a test started is still alive (and end it)."""
     import psutil
 
     _stop_prefect_api_servers()
-    children = psutil.Process().children(recursive=True)
+    children = [p for p in psutil.Process().children(recursive=True) if not _ends_with_us(p)]
     _gone, alive = psutil.wait_procs(children, timeout=10)
     if not alive:
         return
