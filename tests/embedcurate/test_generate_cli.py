@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from embedcurate.pipeline.report import StageReport
@@ -11,18 +12,24 @@ from testkit.llm_servers import ScriptedServer
 REPO = Path(__file__).resolve().parents[2]
 
 
+def generate_from(
+    server: ScriptedServer, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`embedcurate generate` against the scripted OpenAI-compatible server, as a base model."""
+    return run_cli(
+        "generate", "--backend", "openai", "--base-url", server.base_url,
+        "--model", "scripted-llm", "--model-kind", "base", *args, **env,
+    )  # fmt: skip
+
+
 def test_generate_against_an_openai_compatible_server_prints_kept_and_dropped(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "synthetic"
     with ScriptedServer() as server:
         server.copy_query_when("ambiguous")
-        result = run_cli(
-            "generate",
-            "--backend", "openai",
-            "--base-url", server.base_url,
-            "--model", "scripted-llm",
-            "--model-kind", "base",
+        result = generate_from(
+            server,
             "--tasks", "2",
             "--examples-per-task", "3",
             "--cache-dir", str(tmp_path / "cache"),
@@ -52,12 +59,8 @@ def test_generate_names_what_is_missing(tmp_path: Path) -> None:
 
     with ScriptedServer() as server:
         server.fail_when("Area:", "http_401")
-        failed = run_cli(
-            "generate",
-            "--backend", "openai",
-            "--base-url", server.base_url,
-            "--model", "scripted-llm",
-            "--model-kind", "base",
+        failed = generate_from(
+            server,
             "--cache-dir", str(tmp_path / "cache"),
             "--out", str(tmp_path / "y"),
         )  # fmt: skip
@@ -70,12 +73,8 @@ def test_a_key_the_server_echoes_never_reaches_the_terminal(tmp_path: Path) -> N
     key = "zq7PLANTEDkey0490xyzVALUE"
     with ScriptedServer() as server:
         server.fail_when("Area:", "http_401_echo")
-        failed = run_cli(
-            "generate",
-            "--backend", "openai",
-            "--base-url", server.base_url,
-            "--model", "scripted-llm",
-            "--model-kind", "base",
+        failed = generate_from(
+            server,
             "--cache-dir", str(tmp_path / "cache"),
             "--out", str(tmp_path / "y"),
             OPENAI_API_KEY=key,
@@ -89,12 +88,8 @@ def test_a_key_the_server_echoes_never_reaches_the_terminal(tmp_path: Path) -> N
 def test_generate_timeout_option_bounds_each_request(tmp_path: Path) -> None:
     with ScriptedServer(stall_s=3.0) as server:
         server.fail_next("stall", 100)
-        failed = run_cli(
-            "generate",
-            "--backend", "openai",
-            "--base-url", server.base_url,
-            "--model", "scripted-llm",
-            "--model-kind", "base",
+        failed = generate_from(
+            server,
             "--tasks", "1",
             "--timeout", "0.3",
             "--cache-dir", str(tmp_path / "cache"),

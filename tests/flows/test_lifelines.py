@@ -44,6 +44,16 @@ def _all_gone(processes: list[psutil.Process], timeout_s: float) -> list[psutil.
     return alive
 
 
+def _sigkill_then_expect_none_left(
+    proc: subprocess.Popen[bytes], descendants: list[psutil.Process]
+) -> None:
+    """SIGKILL the process (no handler runs) and require every descendant it had to be gone."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    alive = _all_gone(descendants, timeout_s=30)
+    assert not alive, [" ".join(p.cmdline()) for p in alive]
+
+
 @pytest.mark.slow
 def test_sigkill_of_curate_mid_run_leaves_no_process(tmp_path: Path) -> None:
     blend = write_flow_blend(tmp_path / "data", num_docs=400)
@@ -67,10 +77,7 @@ def test_sigkill_of_curate_mid_run_leaves_no_process(tmp_path: Path) -> None:
         assert wait_until(lambda: (tmp_path / "run" / "pairs").exists(), timeout_s=240)
         descendants = parent.children(recursive=True)
         assert proc.poll() is None, "curate finished before the kill"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        alive = _all_gone(descendants, timeout_s=30)
-        assert not alive, [" ".join(p.cmdline()) for p in alive]
+        _sigkill_then_expect_none_left(proc, descendants)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -107,10 +114,7 @@ def test_a_flow_process_killed_with_sigkill_takes_its_prefect_api_along(tmp_path
         assert wait_until(started.exists, timeout_s=180), "the flow never started"
         descendants = parent.children(recursive=True)
         assert _uvicorn_children(parent), "no ephemeral Prefect API under the flow process"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        alive = _all_gone(descendants, timeout_s=30)
-        assert not alive, [" ".join(p.cmdline()) for p in alive]
+        _sigkill_then_expect_none_left(proc, descendants)
     finally:
         if proc.poll() is None:
             proc.kill()
