@@ -11,7 +11,8 @@ cascade of both) gives each (query, negative) a verdict and a score, and the sta
   up (mining stores `judge.num_reserve` survivors of its rule beyond `num_negatives`, so the
   refill is exactly what mining would have picked next, without a second search);
 - `relabel`: moves judged positives into the row's positives (`positive_ids`, and their texts
-  into `extra_positives`, which the trainer keeps out of the row's negatives), then refills.
+  into `extra_positives`, which the trainer keeps out of the row's negatives), then refills;
+  each positive is added once, and a copy of a text that already is one is dropped.
 
 Independently of the judge, near-duplicate negatives (of the positive or of a harder
 negative) are removed and counted by reason. The mining settings (num_negatives, rule,
@@ -204,6 +205,7 @@ class RowJudge:
             if judgement is not None:
                 self.counts.verdicts[judgement.verdict.value] += 1
         reasons = [self.removal_reason(j, n) for j, n in zip(judged, near_reasons, strict=True)]
+        reasons = relabel_once(row, reasons)
         kept = [i for i, reason in enumerate(reasons) if reason is None][: self.num_negatives]
         # the candidates looked at: up to the last one kept when the row is full, else all
         full = bool(kept) and len(kept) == self.num_negatives
@@ -222,9 +224,8 @@ class RowJudge:
         moved = [i for i, reason in enumerate(reasons[:consulted]) if reason == RELABELLED]
         if moved:
             self.counts.relabelled_rows += 1
-            ids = list(row["positive_ids"] or [])
-            out["positive_ids"] = ids + [
-                row["negative_ids"][i] for i in moved if row["negative_ids"][i] not in ids
+            out["positive_ids"] = list(row["positive_ids"] or []) + [
+                row["negative_ids"][i] for i in moved
             ]
             out["extra_positives"] = list(row.get("extra_positives") or []) + [
                 negatives[i] for i in moved
@@ -234,6 +235,30 @@ class RowJudge:
             if self.on_too_few == "drop" and len(kept) < min(len(negatives), self.num_negatives):
                 return None
         return out
+
+
+def relabel_once(row: dict[str, Any], reasons: Sequence[str | None]) -> list[str | None]:
+    """`reasons` with RELABELLED left only on negatives that add a new positive to the row.
+
+    Mining can store one text under several document ids, and a text can already be a
+    positive (the row's `positive`, or an `extra_positives` entry of an earlier run). A judged
+    positive whose id or exact text is already a positive, or was relabelled by a harder
+    negative of the row, adds nothing: it leaves the negatives as JUDGED_POSITIVE, so each
+    positive enters `positive_ids`/`extra_positives` once (under its first id) and the
+    `relabelled` count is the number of positives added.
+    """
+    known_ids = set(row["positive_ids"] or [])
+    known_texts = {row["positive"], *(row.get("extra_positives") or [])}
+    out: list[str | None] = []
+    candidates = zip(row["negative_ids"] or [], row["negatives"] or [], strict=True)
+    for reason, (doc_id, text) in zip(reasons, candidates, strict=True):
+        if reason == RELABELLED and (doc_id in known_ids or text in known_texts):
+            reason = JUDGED_POSITIVE
+        elif reason == RELABELLED:
+            known_ids.add(doc_id)
+            known_texts.add(text)
+        out.append(reason)
+    return out
 
 
 def _judge_name(judgement: Judgement | None) -> str | None:

@@ -3,6 +3,7 @@ tiny cross-encoder built here), near-duplicate removal, refill, relabel, audit f
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from embedcurate.pipeline.blend import (
     SourceConfig,
     TeacherConfig,
 )
+from embedcurate.pipeline.card.build import run_card
 from embedcurate.pipeline.judge.llm import parse_answer
 from embedcurate.pipeline.judge.near_duplicates import MinHasher, near_duplicate_reasons
 from embedcurate.pipeline.judge.stage import run_judge
@@ -29,6 +31,7 @@ from embedcurate.pipeline.schemas import TableKind, rows_to_table
 from embedcurate.pipeline.shards import read_shards, validate_shards, write_shards
 from testkit.llm_servers import ScriptedServer
 from testkit.rows import make_pair_row
+from tests.pipeline.test_card import blend_for, build_run
 
 NUM_NEGATIVES = 3
 TOPICS = ["volcanoes", "tides", "glaciers", "comets", "lichens", "geysers", "corals", "dunes"]
@@ -208,6 +211,74 @@ def test_relabel_mode_moves_judged_positives_into_the_rows_positives(tmp_path: P
     assert out["ex-000001"]["extra_positives"] is None
     assert report.details["rows_relabelled"] == 1
     assert report.details["negatives_removed"] == {"relabelled": 1}
+
+
+def copy_negative(row: dict[str, Any], source: int, target: int) -> dict[str, Any]:
+    """The row with negative `target` holding negative `source`'s text under its own id."""
+    row["negatives"][target] = row["negatives"][source]
+    return row
+
+
+@pytest.mark.parametrize(
+    ("mode", "removed", "rows_relabelled"),
+    [
+        ("drop", {"judged_positive": 2}, 0),
+        # the second copy adds no positive: it leaves the negatives as a drop, not a relabel
+        ("relabel", {"judged_positive": 1, "relabelled": 1}, 1),
+    ],
+)
+def test_a_judged_positive_mined_twice_is_relabelled_at_most_once_in_report_and_card(
+    tmp_path: Path, mode: str, removed: dict[str, int], rows_relabelled: int
+) -> None:
+    row = copy_negative(mined_row(0, {1: "RELEVANT "}), source=1, target=2)  # n0-1, n0-2
+    blend = blend_for(tmp_path)
+    train_dir = build_run(tmp_path / "run", blend)
+    mined = write_mined(tmp_path / "mined", [row])
+    with ScriptedServer() as server:
+        llm = llm_config(server.base_url, tmp_path / "cache")
+        cfg = JudgeConfig(mode=mode, llm=llm, near_duplicates=None)  # exact copies reach the judge
+        report = run_judge(mined, tmp_path / "run" / "judged", cfg)
+    assert report.details["negatives_removed"] == removed
+    assert report.details["rows_relabelled"] == rows_relabelled
+    assert read_shards(tmp_path / "run" / "judged").to_pylist()[0]["negative_ids"] == [
+        "n0-0",
+        "n0-3",
+        "n0-4",
+    ]
+    run_card(train_dir, tmp_path / "run", blend)
+    card = json.loads((train_dir / "card.json").read_text())["false_negatives"]
+    assert card["negatives_removed"] == removed
+    assert card["rows_relabelled"] == rows_relabelled
+    readme = (train_dir / "README.md").read_text()
+    section = readme.split("## False negatives", 1)[1].split("\n## ", 1)[0]
+    assert f"| `rows relabelled` | {rows_relabelled} |" in section
+    shown = ", ".join(f"{reason}={n}" for reason, n in removed.items())
+    assert f"| `negatives removed by reason` | {shown} |" in section
+
+
+def test_relabel_adds_each_judged_positive_once_and_never_a_positive_again(
+    tmp_path: Path,
+) -> None:
+    twice = copy_negative(mined_row(0, {1: "RELEVANT "}), source=1, target=2)
+    the_positive = mined_row(1, {0: "RELEVANT "})
+    the_positive["positive"] = the_positive["negatives"][0]  # mined again under id n1-0
+    earlier = mined_row(2, {0: "RELEVANT ", 1: "RELEVANT "})
+    earlier["extra_positives"] = [earlier["negatives"][0]]  # relabelled by an earlier run
+    mined = write_mined(tmp_path / "mined", [twice, the_positive, earlier])
+    with ScriptedServer() as server:
+        llm = llm_config(server.base_url, tmp_path / "cache")
+        cfg = JudgeConfig(mode="relabel", llm=llm, near_duplicates=None)
+        report = run_judge(mined, tmp_path / "judged", cfg)
+    out = by_id(read_shards(tmp_path / "judged"))
+    assert out["ex-000000"]["positive_ids"] == ["d0", "n0-1"]  # the first id of the text
+    assert out["ex-000000"]["extra_positives"] == [twice["negatives"][1]]
+    assert out["ex-000001"]["positive_ids"] == ["d1"]
+    assert out["ex-000001"]["extra_positives"] is None
+    assert out["ex-000002"]["positive_ids"] == ["d2", "n2-1"]
+    assert out["ex-000002"]["extra_positives"] == earlier["negatives"][:2]
+    assert all(len(r["negatives"]) == NUM_NEGATIVES for r in out.values())
+    assert report.details["rows_relabelled"] == 2
+    assert report.details["negatives_removed"] == {"judged_positive": 3, "relabelled": 2}
 
 
 def test_audit_judges_a_seeded_sample_and_changes_nothing(tmp_path: Path) -> None:
