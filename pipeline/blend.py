@@ -206,6 +206,12 @@ class TeacherConfig(FrozenModel):
     quantize: Literal["none", "int8"] = Field(
         default="none", description="int8: dynamic int8 Linear layers on CPU (faster, approximate)"
     )
+    backend: Literal["auto", "torch", "openvino"] = Field(
+        default="auto", description="auto: OpenVINO for a CPU teacher when installed, else torch"
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for the teacher; default: all it may use"
+    )
     cache_dir: Path | None = Field(
         default=None, description="embedding cache; default $EMBEDCURATE_CACHE_DIR or ~/.cache"
     )
@@ -499,7 +505,7 @@ class TemplateStageConfig(StageSection):
 
 
 # Settings that describe this machine, not the data: dropped from every portable dump.
-MACHINE_LOCAL_KEYS = frozenset({"cache_dir", "out_dir"})
+MACHINE_LOCAL_KEYS = frozenset({"cache_dir", "out_dir", "threads"})  # never change output
 
 
 def portable_settings(value: Any) -> Any:

@@ -1,14 +1,19 @@
 """The teacher retriever: any Hugging Face encoder or decoder embedder, loaded lazily.
 
 torch and transformers are imported inside this module's functions only, so `pipeline`
-imports without them. Embeddings are float32, L2-normalised unless configured otherwise.
-Texts are encoded in batches sorted by length (less padding, fewer wasted FLOPs) and
-returned in input order.
+imports without them, and a teacher whose texts are all cached never imports them at all
+(its name, dimension and fingerprint come from the model's `config.json`). Embeddings are
+float32, L2-normalised unless configured otherwise. Texts are encoded in batches sorted by
+length (less padding, fewer wasted FLOPs) and returned in input order.
 
-Speed: on GPUs the model runs in bf16 by default and, with several GPUs, one replica per GPU
-takes batches in turn. On CPU, float32 is the exact default; ``dtype: bfloat16`` (fast on
-CPUs with AVX512-BF16/AMX) and ``quantize: int8`` (dynamic int8 Linear layers) trade a
-little agreement with float32 for speed: ``bench/RESULTS.md`` measures how much.
+Speed, by default (`dtype: auto`, `backend: auto`):
+- on GPUs the model runs in PyTorch in bf16 and, with several GPUs, one replica per GPU
+  takes batches in turn;
+- on a CPU with native bf16 (AVX512-BF16 or AMX) it runs in bf16, through OpenVINO when that
+  is installed (`pipeline.mining.openvino_runtime`), else through PyTorch;
+- on other CPUs in float32.
+``bench/RESULTS.md`` measures the speed of each path and its agreement with float32 negatives.
+``quantize: int8`` (dynamic int8 Linear layers, PyTorch on CPU) is kept as an option.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,47 +36,125 @@ from embedcurate.pipeline.packaged import resolve_model_path
 logger = logging.getLogger(__name__)
 
 
+def cuda_may_be_present() -> bool:
+    """False only when there is certainly no CUDA device, decided without importing torch
+    (1-2 s): on Linux no NVIDIA device node means no CUDA; elsewhere torch is asked."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    if sys.platform.startswith("linux"):
+        return any(Path("/dev").glob("nvidia[0-9]*"))
+    return True
+
+
 def _pick_devices(device: str) -> list[str]:
     """`auto`: every visible GPU (one replica each), else the CPU; or the one device named."""
-    import torch
-
     if device != "auto":
         return [device]
+    if not cuda_may_be_present():
+        return ["cpu"]
+    import torch
+
     if torch.cuda.is_available():
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return ["cpu"]
 
 
-def _pick_dtype(dtype: str, device: str) -> Any:
-    import torch
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo;
+    False where that cannot be told (then float32 stays the CPU default)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        return False
+    return False
 
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, dtype)
+
+def resolve_dtype(dtype: str, device: str, quantize: str = "none") -> str:
+    """The precision `auto` means on this device: bf16 on GPUs and on CPUs with native bf16
+    (its negatives agree with float32's on the share `bench/RESULTS.md` records), else fp32;
+    always fp32 under `quantize: int8`, whose dynamic quantisation takes float32 weights."""
+    if dtype != "auto":
+        return dtype
+    if quantize != "none":
+        return "float32"
+    if device.startswith("cuda") or cpu_has_native_bf16():
+        return "bfloat16"
+    return "float32"
+
+
+def resolve_backend(cfg: TeacherConfig, device: str) -> str:
+    """`auto`: OpenVINO for a plain (not int8) CPU teacher when it is installed, else PyTorch."""
+    from embedcurate.pipeline.mining.openvino_runtime import openvino_installed
+
+    if cfg.backend == "openvino":
+        if not device.startswith("cpu"):
+            raise ValueError(f"teacher.backend: openvino runs on CPU only, not {device!r}")
+        if cfg.quantize != "none":
+            raise ValueError("teacher.backend: openvino does not take quantize: int8")
+        if not openvino_installed():
+            raise ModuleNotFoundError(
+                "teacher.backend: openvino needs the openvino package: pip install openvino"
+            )
+        return "openvino"
+    if cfg.backend == "torch":
+        return "torch"
+    plain_cpu = device.startswith("cpu") and cfg.quantize == "none"
+    return "openvino" if plain_cpu and openvino_installed() else "torch"
+
+
+def cpu_threads(configured: int | None) -> int:
+    """The teacher's CPU threads: the configured number, else every core this process may use."""
+    if configured:
+        return configured
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def model_dimension(path: str) -> int:
+    """The embedding width from the model's config.json, without importing transformers."""
+    config_file = Path(path) / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        for key in ("hidden_size", "d_model", "dim"):
+            if isinstance(config.get(key), int):
+                return int(config[key])
+    from transformers import AutoConfig  # a hub id, or a config with unusual names
+
+    return int(AutoConfig.from_pretrained(path).hidden_size)
 
 
 class HFTeacher:
     """Embeds queries and documents with a transformers model and a pooling rule.
 
     The weights load on the first `encode`, not on construction: the name, fingerprint and
-    dimension (all a cache lookup needs) come from the config file, so a rerun whose texts
-    are all in the embedding cache never loads the model.
+    dimension (all a cache lookup needs) come from the model's files, so a rerun whose texts
+    are all in the embedding cache never loads the model, nor imports torch.
     """
 
     def __init__(self, cfg: TeacherConfig) -> None:
-        import torch
-        from transformers import AutoConfig
-
         self.cfg = cfg
         self.name = cfg.model
         self.path = resolve_model_path(cfg.model)
         self.devices = _pick_devices(cfg.device)
         self.device = self.devices[0]
-        self.dtype = _pick_dtype(cfg.dtype, self.device)
-        self._hidden_size = int(AutoConfig.from_pretrained(self.path).hidden_size)
-        self._torch = torch
+        self.dtype_name = resolve_dtype(cfg.dtype, self.device, cfg.quantize)
+        self.backend = resolve_backend(cfg, self.device)
+        self.threads = cpu_threads(cfg.threads) if self.device.startswith("cpu") else None
+        self._hidden_size = model_dimension(self.path)
         self._replicas: list[Any] | None = None
         self._tokenizer: Any = None
+
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype (imports torch)."""
+        import torch
+
+        return getattr(torch, self.dtype_name)
 
     @property
     def loaded(self) -> bool:
@@ -83,7 +168,7 @@ class HFTeacher:
         return self
 
     def _load(self) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         cfg = self.cfg
         tokenizer = AutoTokenizer.from_pretrained(self.path)
@@ -91,22 +176,42 @@ class HFTeacher:
             tokenizer.pad_token = tokenizer.eos_token
         if cfg.pooling == "last":
             tokenizer.padding_side = "left"  # last token sits at index -1 for every row
-        # safetensors only: a pickled pytorch_model.bin is refused, never unpickled
-        model = AutoModel.from_pretrained(self.path, dtype=self.dtype, use_safetensors=True).eval()
-        if cfg.quantize == "int8":
-            model = _quantize_int8(model, self.device)
-        model = model.to(self.device)
-        # one replica per further device; batches go to them in turn from worker threads
-        self._replicas = [model] + [_replica(model, d) for d in self.devices[1:]]
+        if self.backend == "openvino":
+            from embedcurate.pipeline.mining.openvino_runtime import load_openvino_encoder
+
+            assert self.threads is not None
+            encoder = load_openvino_encoder(
+                self.path, tokenizer, self._weights_identity(), self.dtype_name, self.threads
+            )
+            self._replicas = [encoder]
+        else:
+            self._replicas = self._load_torch_replicas()
         self._tokenizer = tokenizer
         logger.info(
-            "teacher %s loaded from %s on %s (%s%s)",
+            "teacher %s loaded from %s on %s (%s, %s%s%s)",
             cfg.model,
             self.path,
             ", ".join(self.devices),
-            self.dtype,
+            self.backend,
+            self.dtype_name,
             ", int8" if cfg.quantize == "int8" else "",
+            f", {self.threads} threads" if self.threads else "",
         )
+
+    def _load_torch_replicas(self) -> list[Any]:
+        import torch
+        from transformers import AutoModel
+
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        # safetensors only: a pickled pytorch_model.bin is refused, never unpickled
+        model = AutoModel.from_pretrained(self.path, dtype=self.dtype, use_safetensors=True)
+        model = model.eval()
+        if self.cfg.quantize == "int8":
+            model = _quantize_int8(model, self.device)
+        model = model.to(self.device)
+        # one replica per further device; batches go to them in turn from worker threads
+        return [model] + [_replica(model, d) for d in self.devices[1:]]
 
     @property
     def replicas(self) -> list[Any]:
@@ -129,21 +234,27 @@ class HFTeacher:
     def dimension(self) -> int:
         return self._hidden_size
 
-    @property
-    def fingerprint(self) -> str:
-        """What decides the embeddings (model, weights, pooling, length, precision): cache key."""
+    def _weights_identity(self) -> list[tuple[str, int, int]]:
         weights = sorted(Path(self.path).glob("*.safetensors")) + sorted(
             Path(self.path).glob("*.bin")
         )
+        return [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights]
+
+    @property
+    def fingerprint(self) -> str:
+        """What decides the embeddings (model, weights, pooling, length, precision, runtime):
+        the cache key."""
         identity = {
             "model": self.cfg.model,
-            "weights": [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights],
+            "weights": self._weights_identity(),
             "pooling": self.cfg.pooling,
             "normalize": self.cfg.normalize,
             "max_length": self.cfg.max_length,
-            "dtype": str(self.dtype),
+            "dtype": f"torch.{self.dtype_name}",
             "quantize": self.cfg.quantize,
         }
+        if self.backend != "torch":  # torch keys stay as they were: existing caches stay valid
+            identity["backend"] = self.backend
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{Path(self.cfg.model).name}-{digest[:16]}"
 
@@ -191,18 +302,11 @@ class HFTeacher:
         return out
 
     def _encode_batch(self, texts: list[str], replica: int = 0) -> np.ndarray:
-        torch = self._torch
-        model, device = self.replicas[replica], self.devices[replica]
-        batch = self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.cfg.max_length,
-            return_tensors="pt",
-        ).to(device)
+        import torch
+
         with torch.inference_mode():
-            hidden = model(**batch).last_hidden_state  # (batch, seq, hidden)
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+            hidden, mask = self._hidden_states(texts, replica)
+            mask = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
             if self.cfg.pooling == "mean":
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             elif self.cfg.pooling == "cls":
@@ -213,6 +317,19 @@ class HFTeacher:
             if self.cfg.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled.cpu().numpy()
+
+    def _hidden_states(self, texts: list[str], replica: int) -> tuple[Any, Any]:
+        """(batch, seq, hidden) last hidden states and the (batch, seq) attention mask."""
+        import torch
+
+        tokenize = {"padding": True, "truncation": True, "max_length": self.cfg.max_length}
+        runtime = self.replicas[replica]
+        if self.backend == "openvino":
+            batch = self.tokenizer(texts, return_tensors="np", **tokenize)
+            hidden = torch.from_numpy(runtime(dict(batch)))
+            return hidden, torch.from_numpy(batch["attention_mask"])
+        batch = self.tokenizer(texts, return_tensors="pt", **tokenize).to(self.devices[replica])
+        return runtime(**batch).last_hidden_state, batch["attention_mask"]
 
 
 def _quantize_int8(model: Any, device: str) -> Any:

