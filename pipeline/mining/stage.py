@@ -660,7 +660,7 @@ def score_histogram(values: Sequence[float]) -> dict[str, list[float] | list[int
 def teacher_runtime(teacher: Teacher) -> dict[str, Any]:
     """How the teacher computes (backend, precision, devices, CPU threads), where it says."""
     fields = {"backend": "backend", "dtype": "dtype_name", "devices": "devices"}
-    runtime = {key: getattr(teacher, attr) for key, attr in fields.items() if hasattr(teacher, attr)}
+    runtime = {key: getattr(teacher, at) for key, at in fields.items() if hasattr(teacher, at)}
     if getattr(teacher, "threads", None):
         runtime["threads"] = teacher.threads  # type: ignore[attr-defined]
     return runtime
