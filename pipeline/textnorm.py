@@ -12,9 +12,16 @@ import unicodedata
 from collections.abc import Iterable
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+# ASCII fast path: the same result as the rule above, by a table instead of a regex (about
+# ten times faster; mining hashes every candidate's text with it)
+_ASCII_FOLD = {c: " " for c in range(128) if not chr(c).isalnum()} | {
+    c: chr(c).lower() for c in range(ord("A"), ord("Z") + 1)
+}
 
 
 def normalize_text(text: str) -> str:
+    if text.isascii():  # NFKC leaves ASCII as it is, and casefold is lower()
+        return " ".join(text.translate(_ASCII_FOLD).split())
     folded = unicodedata.normalize("NFKC", text).casefold()
     return _NON_WORD.sub(" ", folded).strip()
 

@@ -44,8 +44,9 @@ def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def ir_folder(model_path: str, weights_identity: list[Any]) -> Path:
-    """Where the converted model of these weights lives (one folder per weights + versions)."""
+def ir_folder(name: str, weights_identity: list[Any]) -> Path:
+    """Where the converted model of these weights lives (one folder per weights + versions);
+    `name` (the teacher's model name) only makes the folder readable."""
     import openvino
     import transformers
 
@@ -55,7 +56,7 @@ def ir_folder(model_path: str, weights_identity: list[Any]) -> Path:
         "transformers": transformers.__version__,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_root() / "openvino" / f"{Path(model_path).name}-{digest}"
+    return cache_root() / "openvino" / f"{Path(name).name}-{digest}"
 
 
 def convert_to_ir(model_path: str, tokenizer: Any, folder: Path) -> None:
@@ -116,10 +117,15 @@ class OpenVINOEncoder:
 
 
 def load_openvino_encoder(
-    model_path: str, tokenizer: Any, weights_identity: list[Any], dtype: str, threads: int
+    name: str,
+    model_path: str,
+    tokenizer: Any,
+    weights_identity: list[Any],
+    dtype: str,
+    threads: int,
 ) -> OpenVINOEncoder:
     """The compiled encoder, converting the model first if no complete IR is cached."""
-    folder = ir_folder(model_path, weights_identity)
+    folder = ir_folder(name, weights_identity)
     if not (folder / GRAPH).is_file() or not (folder / WEIGHTS).is_file():
         convert_to_ir(model_path, tokenizer, folder)
     return OpenVINOEncoder(folder, dtype, threads)

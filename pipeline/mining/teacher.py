@@ -181,7 +181,12 @@ class HFTeacher:
 
             assert self.threads is not None
             encoder = load_openvino_encoder(
-                self.path, tokenizer, self._weights_identity(), self.dtype_name, self.threads
+                cfg.model,
+                self.path,
+                tokenizer,
+                self._weights_identity(),
+                self.dtype_name,
+                self.threads,
             )
             self._replicas = [encoder]
         else:

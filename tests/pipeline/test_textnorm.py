@@ -27,3 +27,26 @@ def test_ngram_overlap_measures() -> None:
 
 def test_unique_in_order_keeps_first_occurrence() -> None:
     assert unique_in_order(["A b", "c", "a B!", "c"]) == ["A b", "c"]
+
+
+def test_the_ascii_fast_path_normalises_exactly_as_the_unicode_rule() -> None:
+    """Every ASCII character, alone and in random strings, gives what the regex rule gives."""
+    import random
+    import re
+    import string
+    import unicodedata
+
+    def by_rule(text: str) -> str:
+        folded = unicodedata.normalize("NFKC", text).casefold()
+        return re.sub(r"[\W_]+", " ", folded, flags=re.UNICODE).strip()
+
+    rng = random.Random(0)
+    alphabet = "".join(chr(c) for c in range(128))
+    samples = list(alphabet) + [
+        "".join(rng.choice(alphabet + string.ascii_letters * 3) for _ in range(rng.randint(0, 80)))
+        for _ in range(2000)
+    ]
+    mismatches = [s for s in samples if normalize_text(s) != by_rule(s)]
+    assert mismatches == []
+    wide = "Ünïcode__Text\u3000\uff37\uff29\uff24\uff25"  # not ASCII: the regex rule
+    assert normalize_text(wide) == by_rule(wide) == "ünïcode text wide"
