@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -288,6 +288,12 @@ class HFTeacher:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(starts), desc=f"encode ({self.name})", unit="batch")
+        if self.backend == "openvino":
+            self._encode_openvino(texts, [order[s : s + self.cfg.batch_size] for s in starts], out)
+            if bar is not None:
+                bar.update(len(starts))
+                bar.close()
+            return out
 
         def run(step: int) -> None:
             index = order[starts[step] : starts[step] + self.cfg.batch_size]
@@ -325,16 +331,49 @@ class HFTeacher:
 
     def _hidden_states(self, texts: list[str], replica: int) -> tuple[Any, Any]:
         """(batch, seq, hidden) last hidden states and the (batch, seq) attention mask."""
-        import torch
+        batch = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.cfg.max_length,
+            return_tensors="pt",
+        ).to(self.devices[replica])
+        return self.replicas[replica](**batch).last_hidden_state, batch["attention_mask"]
 
+    def _encode_openvino(
+        self, texts: Sequence[str], batches: list[np.ndarray], out: np.ndarray
+    ) -> None:
+        """Fill `out` batch by batch through the OpenVINO encoder's parallel streams."""
         tokenize = {"padding": True, "truncation": True, "max_length": self.cfg.max_length}
-        runtime = self.replicas[replica]
-        if self.backend == "openvino":
-            batch = self.tokenizer(texts, return_tensors="np", **tokenize)
-            hidden = torch.from_numpy(runtime(dict(batch)))
-            return hidden, torch.from_numpy(batch["attention_mask"])
-        batch = self.tokenizer(texts, return_tensors="pt", **tokenize).to(self.devices[replica])
-        return runtime(**batch).last_hidden_state, batch["attention_mask"]
+
+        def tokenized() -> Iterator[tuple[tuple[np.ndarray, np.ndarray], dict[str, np.ndarray]]]:
+            for index in batches:
+                batch = dict(
+                    self.tokenizer([texts[i] for i in index], return_tensors="np", **tokenize)
+                )
+                yield (index, batch["attention_mask"]), batch
+
+        def store(key: tuple[np.ndarray, np.ndarray], hidden: np.ndarray) -> None:
+            index, mask = key
+            out[index] = pool_hidden(hidden, mask, self.cfg.pooling, self.cfg.normalize)
+
+        self.replicas[0].map_batches(tokenized(), store)
+
+
+def pool_hidden(hidden: np.ndarray, mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:
+    """The torch path's pooling and normalisation, in numpy (the OpenVINO path has no torch)."""
+    if pooling == "mean":
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+    elif pooling == "cls":
+        pooled = hidden[:, 0]
+    else:
+        pooled = hidden[:, -1]
+    pooled = pooled.astype(np.float32)
+    if normalize:
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        pooled = pooled / np.maximum(norms, 1e-12)
+    return pooled
 
 
 def _quantize_int8(model: Any, device: str) -> Any:

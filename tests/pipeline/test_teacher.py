@@ -137,3 +137,17 @@ def test_a_half_written_openvino_conversion_is_converted_again(tmp_path, monkeyp
     np.testing.assert_array_equal(again.encode_documents(TEXTS), expected)
     assert (folder / openvino_runtime.GRAPH).is_file()
     assert not list(folder.glob(".staging-*"))
+
+
+def test_openvino_embeddings_do_not_depend_on_the_thread_count() -> None:
+    """Workers pinned to one thread must store what a two-thread process stores: the cache
+    and byte-identical mining across runners rely on it."""
+    texts = [f"{TEXTS[i % 3]} variant {i} " * (1 + i % 5) for i in range(24)]
+    one, two = (
+        load_teacher(TeacherConfig(batch_size=4, backend="openvino", threads=n)) for n in (1, 2)
+    )
+    assert one.fingerprint == two.fingerprint
+    together = two.encode_documents(texts)
+    np.testing.assert_array_equal(one.encode_documents(texts), together)
+    reference = load_teacher(TeacherConfig(batch_size=4, dtype="float32", backend="torch"))
+    assert (together * reference.encode_documents(texts)).sum(axis=1).min() > 0.99  # in order
