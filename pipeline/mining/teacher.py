@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -298,3 +299,34 @@ def load_teacher(
         return HashingTeacher(cfg, int(cfg.model.removeprefix(HASHING_PREFIX)))
     teacher = HFTeacher(cfg)
     return teacher.load() if eager else teacher
+
+
+_SHARED: dict[str, HFTeacher | HashingTeacher] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_key(cfg: TeacherConfig) -> str:
+    """What decides the replica (cache settings do not)."""
+    return cfg.model_dump_json(exclude={"cache", "cache_dir"})
+
+
+def shared_teacher(cfg: TeacherConfig) -> HFTeacher | HashingTeacher:
+    """This process's teacher for `cfg`, built on first use and reused after.
+
+    A worker that encodes several parts of a corpus (and then, perhaps, runs the mine stage)
+    loads the weights once. Only one teacher is kept: asking for another releases the first,
+    so a long-lived worker never holds two models.
+    """
+    key = _shared_key(cfg)
+    with _SHARED_LOCK:
+        teacher = _SHARED.get(key)
+        if teacher is None:
+            _SHARED.clear()
+            teacher = _SHARED[key] = load_teacher(cfg)
+        return teacher
+
+
+def release_shared_teacher(cfg: TeacherConfig) -> None:
+    """Drop this process's teacher for `cfg` (its weights go when nothing else holds them)."""
+    with _SHARED_LOCK:
+        _SHARED.pop(_shared_key(cfg), None)

@@ -1,0 +1,115 @@
+"""Corpus encoding spread over workers: the encode plan as part files, one task per part.
+
+Under a Dask or Ray runner the curate flow (`flows.curate`, through the mine stage's `FanOut`
+in `pipeline.stages`) writes the plan in one task (`write_plan`), encodes each part in a task
+of its own on any worker (`encode_part`), then runs the mine stage, which finds every document
+in the embedding cache and builds its index from there. The groups of texts are the plan's
+(`pipeline.mining.encode_plan`), so the mined shards are byte-identical to the thread runner's.
+
+Each worker process loads one teacher replica (`teacher.shared_teacher`) and keeps it for the
+parts it gets. Encoded groups are committed to the cache as they finish (`encode_cached`): a
+worker that dies loses only the groups it had not committed; the retried part encodes the rest.
+
+Part files live in the cache itself, `<cache>/<teacher>/plans/<plan>/part-NNNNN.parquet` (one
+`text` column), and tasks pass their path relative to that folder, never texts. The cache is
+the one folder every worker must share, so a worker that finds no part file sees another
+folder, and says so, instead of encoding into a cache the mine stage never reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedcurate.pipeline.atomic import atomic_path
+from embedcurate.pipeline.blend import MineStageConfig
+from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.mining.encode_plan import EncodePlan
+from embedcurate.pipeline.mining.stage import (
+    MineInputs,
+    cache_folder,
+    encode_part_texts,
+    open_cache,
+    pool_document_texts,
+)
+from embedcurate.pipeline.mining.teacher import load_teacher, shared_teacher
+
+logger = logging.getLogger(__name__)
+
+PLANS_DIR = "plans"
+TEXT_COLUMN = "text"
+
+
+def plan_name(mined_dir: Path) -> str:
+    """The plan folder's name for a mine output: each plan replaces that output's last one,
+    and runs into other folders never touch it."""
+    return hashlib.blake2b(str(Path(mined_dir).resolve()).encode(), digest_size=8).hexdigest()
+
+
+def write_part(path: Path, texts: list[str]) -> None:
+    table = pa.table({TEXT_COLUMN: pa.array(texts, type=pa.large_string())})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_part(path: Path) -> list[str]:
+    return pq.read_table(path, columns=[TEXT_COLUMN]).column(TEXT_COLUMN).to_pylist()
+
+
+def write_plan(inputs: MineInputs, cfg: MineStageConfig, mined_dir: Path) -> list[str]:
+    """Write the encode plan of a mine stage as part files in the cache; returns each part's
+    path relative to the teacher's cache folder, in plan order (none when all is cached).
+
+    The teacher's weights are not loaded: planning needs its fingerprint and prefixes only.
+    """
+    teacher = load_teacher(cfg.teacher)
+    cache = open_cache(cfg, teacher, use_cache=True)
+    assert cache is not None
+    folder = cache.folder / PLANS_DIR / plan_name(mined_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    plan = EncodePlan(pool_document_texts(inputs, teacher), cache, cfg.mining.encode_part_size)
+    parts: list[str] = []
+    for number, texts in enumerate(plan):
+        path = folder / f"part-{number:05d}.parquet"
+        write_part(path, texts)
+        parts.append(path.relative_to(cache.folder).as_posix())
+    logger.info("encode plan: %d texts to encode in %d part(s)", plan.num_texts, len(parts))
+    return parts
+
+
+def encode_part(part: str, cfg: MineStageConfig) -> int:
+    """Encode one part of the plan into the cache with this process's teacher; returns how
+    many texts it encoded (fewer than the part holds when a first try committed some)."""
+    teacher = shared_teacher(cfg.teacher)
+    folder = cache_folder(cfg, teacher)
+    path = folder / part
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: this worker does not see the encode plan the mine stage wrote in the "
+            f"embedding cache folder {folder}; every worker must reach the same folder: set "
+            "teacher.cache_dir to a shared folder"
+        )
+    cache = open_cache(cfg, teacher, use_cache=True)
+    assert cache is not None
+    texts = read_part(path)
+    encoded = 0
+
+    def count(num_texts: int) -> None:
+        nonlocal encoded
+        encoded += num_texts
+
+    encode_part_texts(texts, teacher, cache, cfg, f"encode {part}", on_encoded=count)
+    logger.info("%s: %d of %d texts encoded", part, encoded, len(texts))
+    return encoded
+
+
+def remove_plan(cfg: MineStageConfig, mined_dir: Path) -> None:
+    """Delete a mine output's plan files once the stage has read every part from the cache."""
+    if cfg.teacher.cache:
+        folder = cache_folder(cfg, load_teacher(cfg.teacher)) / PLANS_DIR / plan_name(mined_dir)
+        shutil.rmtree(folder, ignore_errors=True)
