@@ -203,8 +203,9 @@ def _fan_out(
     name = spec.part_name(part)
     retries = RETRIES.get(spec.name, 1)
     planner = plan_task.with_options(name=f"{spec.name}-plan", retries=retries)
-    work = planner.submit(spec.name, name, blend_path, _input_paths(spec, tables), run_dir)
-    pieces = work.result()
+    pieces = planner.submit(
+        spec.name, name, blend_path, _input_paths(spec, tables), run_dir
+    ).result()  # no future kept: Dask would redo the plan if the worker holding it died
     worker = part_task.with_options(name=f"{spec.name}-{spec.fan_out.task_name}", retries=retries)
     with gpu_request(_task_runner()) if gpu else contextlib.nullcontext():
         futures = [worker.submit(spec.name, name, blend_path, piece) for piece in pieces]

@@ -10,25 +10,30 @@ Each worker process loads one teacher replica (`teacher.shared_teacher`) and kee
 parts it gets. Encoded groups are committed to the cache as they finish (`encode_cached`): a
 worker that dies loses only the groups it had not committed; the retried part encodes the rest.
 
-Part files live in the cache itself, `<cache>/<teacher>/plans/<plan>/part-NNNNN.parquet` (one
-`text` column), and tasks pass their path relative to that folder, never texts. The cache is
+Part files live in the cache itself, `<cache>/<teacher>/plans/<run>/<plan>/part-NNNNN.parquet`
+(one `text` column; `<plan>` a digest of the plan's texts, so a written plan never changes),
+and tasks pass their path relative to that folder, never texts. The cache is
 the one folder every worker must share, so a worker that finds no part file sees another
 folder, and says so, instead of encoding into a cache the mine stage never reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedcurate.pipeline.atomic import atomic_path
+from embedcurate.pipeline.atomic import temp_path_for
 from embedcurate.pipeline.blend import MineStageConfig
 from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.mining.embed_cache import text_keys
 from embedcurate.pipeline.mining.encode_plan import EncodePlan
 from embedcurate.pipeline.mining.stage import (
     MineInputs,
@@ -46,15 +51,14 @@ TEXT_COLUMN = "text"
 
 
 def plan_name(mined_dir: Path) -> str:
-    """The plan folder's name for a mine output: each plan replaces that output's last one,
-    and runs into other folders never touch it."""
+    """The folder of a mine output's plans: the stage removes it once it has mined."""
     return hashlib.blake2b(str(Path(mined_dir).resolve()).encode(), digest_size=8).hexdigest()
 
 
 def write_part(path: Path, texts: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({TEXT_COLUMN: pa.array(texts, type=pa.large_string())})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, path, compression="zstd")
 
 
 def read_part(path: Path) -> list[str]:
@@ -65,21 +69,33 @@ def write_plan(inputs: MineInputs, cfg: MineStageConfig, mined_dir: Path) -> lis
     """Write the encode plan of a mine stage as part files in the cache; returns each part's
     path relative to the teacher's cache folder, in plan order (none when all is cached).
 
-    The teacher's weights are not loaded: planning needs its fingerprint and prefixes only.
+    A plan, once written, never changes: parts are written into a folder of their own and
+    the folder is renamed, last, to a digest of its texts. A planner that runs again while
+    parts of the first plan are still being encoded (Dask recomputes a result a dead worker
+    held) writes the same folder or, once some parts are cached, another one; either way a
+    part task never reads a part other than the one it was given. The teacher's weights are
+    not loaded: planning needs its fingerprint and prefixes only.
     """
     teacher = load_teacher(cfg.teacher)
     cache = open_cache(cfg, teacher, use_cache=True)
     assert cache is not None
-    folder = cache.folder / PLANS_DIR / plan_name(mined_dir)
-    shutil.rmtree(folder, ignore_errors=True)
+    plans = cache.folder / PLANS_DIR / plan_name(mined_dir)
+    staging = temp_path_for(plans / "plan")
+    shutil.rmtree(staging, ignore_errors=True)  # what a planner killed here left
+    digest = hashlib.blake2b(digest_size=8)
+    names: list[str] = []
     plan = EncodePlan(pool_document_texts(inputs, teacher), cache, cfg.mining.encode_part_size)
-    parts: list[str] = []
     for number, texts in enumerate(plan):
-        path = folder / f"part-{number:05d}.parquet"
-        write_part(path, texts)
-        parts.append(path.relative_to(cache.folder).as_posix())
-    logger.info("encode plan: %d texts to encode in %d part(s)", plan.num_texts, len(parts))
-    return parts
+        names.append(f"part-{number:05d}.parquet")
+        write_part(staging / names[-1], texts)
+        digest.update(np.int64(len(texts)).tobytes() + text_keys(texts).tobytes())
+    final = plans / digest.hexdigest()
+    if names and not final.is_dir():
+        with contextlib.suppress(OSError):  # another planner renamed the same plan first
+            os.replace(staging, final)
+    shutil.rmtree(staging, ignore_errors=True)
+    logger.info("encode plan: %d texts to encode in %d part(s)", plan.num_texts, len(names))
+    return [(final / name).relative_to(cache.folder).as_posix() for name in names]
 
 
 def encode_part(part: str, cfg: MineStageConfig) -> int:
