@@ -8,8 +8,9 @@ so a rerun after a crash resumes at the first unfinished stage. A configuration 
 never retried.
 
 Under a Dask or Ray runner, a stage with a `FanOut` (mine: encoding the corpus) first has
-its heavy work planned in one task and spread as one task per piece over the workers (a GPU
-each where the work wants one); the stage task then finds that work done. Under the thread
+its heavy work planned in one task and spread as one task per piece over the workers (where
+the work wants a GPU, every one of these tasks and the stage's own take one); the stage task
+then finds that work done. Under the thread
 runner the stage does the same work itself, in the same pieces, so the output is the same.
 (Stages that read nothing do not fan out yet.)
 """
@@ -193,12 +194,15 @@ def _submit(spec: StageSpec, part: Any, blend_path: str, tables: Tables, run_dir
     return options.submit(spec.name, name, blend_path, _input_paths(spec, tables), run_dir)
 
 
-def _fan_out(
-    spec: StageSpec, part: Any, blend_path: str, tables: Tables, run_dir: str, gpu: bool
-) -> None:
-    """Plan the stage's heavy work, run it as one task per piece on the workers (a GPU each
-    when `gpu`), and return when every piece is done; a piece that fails after its retries
-    fails the flow before the stage starts."""
+def _gpus_if(gpu: bool) -> contextlib.AbstractContextManager[None]:
+    """Tasks submitted inside take a GPU each when `gpu` (`runners.gpu_request`)."""
+    return gpu_request(_task_runner()) if gpu else contextlib.nullcontext()
+
+
+def _fan_out(spec: StageSpec, part: Any, blend_path: str, tables: Tables, run_dir: str) -> None:
+    """Plan the stage's heavy work, run it as one task per piece on the workers, and return
+    when every piece is done; a piece that fails after its retries fails the flow before the
+    stage starts."""
     assert spec.fan_out is not None
     name = spec.part_name(part)
     retries = RETRIES.get(spec.name, 1)
@@ -207,8 +211,7 @@ def _fan_out(
         spec.name, name, blend_path, _input_paths(spec, tables), run_dir
     ).result()  # no future kept: Dask would redo the plan if the worker holding it died
     worker = part_task.with_options(name=f"{spec.name}-{spec.fan_out.task_name}", retries=retries)
-    with gpu_request(_task_runner()) if gpu else contextlib.nullcontext():
-        futures = [worker.submit(spec.name, name, blend_path, piece) for piece in pieces]
+    futures = [worker.submit(spec.name, name, blend_path, piece) for piece in pieces]
     wait(futures)
     for future in futures:
         future.result()  # raises the first failure
@@ -269,9 +272,12 @@ def curate_stages_flow(blend_path: str, out_dir: str) -> dict[str, Any]:
     for spec, section in active:
         if spec.reads:
             for part in spec.parts(section):
-                if spec.name in fan_out_gpus:
-                    _fan_out(spec, part, blend_path, tables, out_dir, fan_out_gpus[spec.name])
-                _merge(tables, spec, _submit(spec, part, blend_path, tables, out_dir).result())
+                # the stage's own task takes a GPU as its pieces do: on Ray a task without
+                # one sees none, and the teacher must resolve alike (dtype) for all of them
+                with _gpus_if(fan_out_gpus.get(spec.name, False)):
+                    if spec.name in fan_out_gpus:
+                        _fan_out(spec, part, blend_path, tables, out_dir)
+                    _merge(tables, spec, _submit(spec, part, blend_path, tables, out_dir).result())
     (train_dir,) = tables["train"]
     return {
         "run_dir": out_dir,

@@ -12,7 +12,8 @@ worker that dies loses only the groups it had not committed; the retried part en
 
 Part files live in the cache itself, `<cache>/<teacher>/plans/<run>/<plan>/part-NNNNN.parquet`
 (one `text` column; `<plan>` a digest of the plan's texts, so a written plan never changes),
-and tasks pass their path relative to that folder, never texts. The cache is
+and tasks pass their path relative to the cache's root, never texts: a worker whose teacher
+resolves to another fingerprint (another dtype on another device) is told so. The cache is
 the one folder every worker must share, so a worker that finds no part file sees another
 folder, and says so, instead of encoding into a cache the mine stage never reads.
 """
@@ -67,7 +68,8 @@ def read_part(path: Path) -> list[str]:
 
 def write_plan(inputs: MineInputs, cfg: MineStageConfig, mined_dir: Path) -> list[str]:
     """Write the encode plan of a mine stage as part files in the cache; returns each part's
-    path relative to the teacher's cache folder, in plan order (none when all is cached).
+    path relative to the cache's root (`<teacher>/plans/...`), in plan order (none when every
+    document is cached).
 
     A plan, once written, never changes: parts are written into a folder of their own and
     the folder is renamed, last, to a digest of its texts. A planner that runs again while
@@ -95,7 +97,7 @@ def write_plan(inputs: MineInputs, cfg: MineStageConfig, mined_dir: Path) -> lis
             os.replace(staging, final)
     shutil.rmtree(staging, ignore_errors=True)
     logger.info("encode plan: %d texts to encode in %d part(s)", plan.num_texts, len(names))
-    return [(final / name).relative_to(cache.folder).as_posix() for name in names]
+    return [(final / name).relative_to(cache.folder.parent).as_posix() for name in names]
 
 
 def encode_part(part: str, cfg: MineStageConfig) -> int:
@@ -103,7 +105,15 @@ def encode_part(part: str, cfg: MineStageConfig) -> int:
     many texts it encoded (fewer than the part holds when a first try committed some)."""
     teacher = shared_teacher(cfg.teacher)
     folder = cache_folder(cfg, teacher)
-    path = folder / part
+    planned_for = part.split("/", 1)[0]
+    if planned_for != folder.name:
+        raise ConfigError(
+            f"{part}: the plan was made for teacher {planned_for}, but on this worker the "
+            f"teacher resolves to {folder.name} (other model files, or another dtype for "
+            "another device); workers must resolve the teacher alike: set teacher.device and "
+            "teacher.dtype explicitly, or give every worker the same hardware"
+        )
+    path = folder.parent / part
     if not path.is_file():
         raise ConfigError(
             f"{path}: this worker does not see the encode plan the mine stage wrote in the "

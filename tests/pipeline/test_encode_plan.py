@@ -227,7 +227,7 @@ def test_an_unwritable_cache_folder_is_named_with_its_setting(tmp_path) -> None:
     for attempt in (
         lambda: run_mine(inputs, tmp_path / "mined", cfg),
         lambda: write_plan(inputs, cfg, tmp_path / "mined"),
-        lambda: encode_part("plans/x/part-00000.parquet", cfg),
+        lambda: encode_part("hashing-16-v1/plans/x/part-00000.parquet", cfg),
     ):
         with pytest.raises(ConfigError, match=r"a-file/cache.*teacher\.cache_dir"):
             attempt()
@@ -242,3 +242,15 @@ def test_a_worker_that_sees_another_cache_folder_is_told_to_share_one(tmp_path) 
     with pytest.raises(ConfigError, match=r"local/hashing-16-v1.*shared folder"):
         encode_part(parts[0], elsewhere)
     assert not list((tmp_path / "local").rglob("seg-*"))  # nothing encoded into it
+
+
+def test_a_worker_whose_teacher_resolves_differently_is_told_to_pin_it(
+    tmp_path, tiny_model
+) -> None:
+    """A planner without a GPU resolves `dtype: auto` to float32, a GPU worker to bfloat16:
+    different fingerprints, so different cache folders; the part says so, encoding nothing."""
+    inputs = write_mine_case(tmp_path / "data")
+    parts = write_plan(inputs, mine_config(str(tiny_model), tmp_path / "cache"), tmp_path / "m")
+    on_gpu = mine_config(str(tiny_model), tmp_path / "cache", dtype="bfloat16")
+    with pytest.raises(ConfigError, match=r"plan was made for teacher llama-.*teacher\.dtype"):
+        encode_part(parts[0], on_gpu)
