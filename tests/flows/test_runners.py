@@ -33,3 +33,14 @@ def test_a_runner_not_installed_names_the_extra(kind: str, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, f"prefect_{kind}", None)  # as if not installed
     with pytest.raises(ModuleNotFoundError, match=rf"the {kind} runner needs the dist extra"):
         make_task_runner(kind)
+
+
+def test_ray_tasks_submitted_under_a_gpu_request_ask_ray_for_one() -> None:
+    from prefect_ray.context import RemoteOptionsContext
+
+    from embedcurate.flows.runners import gpu_request
+
+    runner = make_task_runner("ray")  # not started: no Ray instance needed
+    with gpu_request(runner):
+        assert RemoteOptionsContext.get().current_remote_options == {"num_gpus": 1}
+    assert not RemoteOptionsContext.get().current_remote_options

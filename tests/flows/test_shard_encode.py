@@ -164,3 +164,56 @@ def test_a_runner_without_the_shared_cache_is_refused_before_it_starts(
         with pytest.raises(ConfigError, match=rf"teacher.cache: false .* --runner {runner}"):
             curate_flow(str(blend), str(tmp_path / "run"), runner)
     assert not (tmp_path / "run").exists()
+
+
+def _fan_out_decision(task_runner: Any, device: str) -> dict[str, bool]:
+    """What the curate flow decides for the mine stage's tasks on this runner's cluster."""
+    from prefect import flow
+
+    from embedcurate.flows.curate import _fan_out_gpus
+    from embedcurate.pipeline.blend import MineStageConfig, parse_blend
+    from embedcurate.pipeline.stages import get_stage
+
+    blend = parse_blend(
+        {
+            "name": "t",
+            "sources": [{"name": "unit", "kind": "jsonl", "path": "unused.jsonl"}],
+            "teacher": {"model": "hashing:16", "device": device},
+        },
+        check_paths=False,
+    )
+    section = MineStageConfig.of(blend)
+
+    @flow(task_runner=task_runner)
+    def decide() -> dict[str, bool]:
+        return _fan_out_gpus([(get_stage("mine"), section)])
+
+    return decide()
+
+
+def test_dask_tasks_take_a_gpu_where_the_cluster_declares_gpus(prefect_harness) -> None:
+    """An in-process cluster whose workers declare a GPU resource (none is needed to run):
+    `auto` and `cuda` take one per task, `cpu` does not, and the request reaches the
+    scheduler as a resource restriction."""
+    from distributed import LocalCluster
+    from prefect_dask import DaskTaskRunner
+
+    from embedcurate.flows.runners import cluster_gpus, gpu_request
+
+    with LocalCluster(
+        n_workers=2, processes=False, resources={"GPU": 1}, dashboard_address=None
+    ) as cluster:
+        runner = DaskTaskRunner(address=cluster.scheduler_address)
+        decisions = {d: _fan_out_decision(runner, d) for d in ("auto", "cuda:0", "cpu")}
+        with runner.duplicate() as started:
+            assert cluster_gpus(started) == 2
+            with gpu_request(started):
+                future = started.client.submit(sum, [1, 2], pure=False)
+            assert future.result() == 3  # held: the scheduler keeps the task until released
+            restrictions = started.client.run_on_scheduler(
+                lambda dask_scheduler, key=future.key: (
+                    dask_scheduler.tasks[key].resource_restrictions
+                )
+            )
+    assert decisions == {"auto": {"mine": True}, "cuda:0": {"mine": True}, "cpu": {"mine": False}}
+    assert restrictions == {"GPU": 1}
