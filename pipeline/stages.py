@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -33,6 +33,9 @@ from embedcurate.pipeline.blend import (
 from embedcurate.pipeline.errors import ConfigError
 from embedcurate.pipeline.manifest import MANIFEST_NAME
 from embedcurate.pipeline.report import StageReport
+
+if TYPE_CHECKING:
+    from embedcurate.pipeline.mining.stage import MineInputs
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +152,7 @@ def _run_decontaminate(
     )
 
 
-def _mine_inputs(inputs: Tables) -> Any:
+def _mine_inputs(inputs: Tables) -> MineInputs:
     from embedcurate.pipeline.mining.stage import MineInputs
 
     return MineInputs(

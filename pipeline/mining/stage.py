@@ -324,7 +324,7 @@ class Miner:
         self._count(num_texts)
         self.stats.docs_planned += num_texts
 
-    def encode_plan(self, inputs: MineInputs) -> None:
+    def run_encode_plan(self, inputs: MineInputs) -> None:
         """Encode every pool's uncached documents into the cache, part by part, as any runner
         would (`pipeline.mining.encode_plan`), before an index is built.
 
@@ -342,9 +342,14 @@ class Miner:
                 progress.grow(plan.num_texts)
                 t0 = time.perf_counter()
                 encode_part_texts(
-                    texts, self.teacher, self.cache, self.cfg, f"encode part {number}",
-                    on_encoded=self._count_planned, on_progress=progress.advance,
-                )  # fmt: skip
+                    texts,
+                    self.teacher,
+                    self.cache,
+                    self.cfg,
+                    f"encode part {number}",
+                    on_encoded=self._count_planned,
+                    on_progress=progress.advance,
+                )
                 self._timed("encode_documents_s", t0)
 
     def _timed(self, name: str, started: float) -> None:
@@ -840,7 +845,7 @@ def _mine(
     started = time.perf_counter()
     use_cache = cfg.teacher.cache if use_cache is None else use_cache
     miner = Miner(cfg, teacher, open_cache(cfg, teacher, use_cache), report)
-    miner.encode_plan(inputs)
+    miner.run_encode_plan(inputs)
     with ShardWriter(
         out_dir,
         TableKind.MINED,
