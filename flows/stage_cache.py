@@ -96,6 +96,11 @@ def section_settings(section: Any) -> dict[str, Any]:
     }
 
 
+def stage_is_fresh(run_dir: Path, stage: str, settings: Any, input_dirs: list[Path]) -> bool:
+    """Whether `run_once` would skip the stage now (work planned ahead of it can be skipped too)."""
+    return is_fresh(run_dir, stage, stage_key(stage, settings, input_dirs))
+
+
 def run_once(
     run_dir: Path,
     stage: str,

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.mining.embed_cache import ENCODE_PART
 from embedcurate.pipeline.mining.rules import MiningRule
 from embedcurate.pipeline.redact import is_secret_key
 
@@ -231,6 +232,12 @@ class MiningConfig(FrozenModel):
     ivf_nlist: int | None = Field(default=None, ge=1)
     ivf_nprobe: int = Field(default=32, ge=1)
     query_chunk_size: int = Field(default=4096, ge=1)
+    encode_part_size: int = Field(
+        default=8 * ENCODE_PART,
+        ge=1,
+        description="corpus texts per encoding task when --runner dask or ray spreads the "
+        f"encoding over workers; a multiple of {ENCODE_PART} or a divisor of it",
+    )
 
     @field_validator("rule")
     @classmethod
@@ -238,6 +245,16 @@ class MiningConfig(FrozenModel):
         """Parse the rule as mining will (form and parameter ranges), so `blend check` fails
         on a rule such as `percpos:1.5` instead of the mine stage, after the sources ran."""
         MiningRule.parse(value)  # its ValueError becomes a validation error on mining.rule
+        return value
+
+    @field_validator("encode_part_size")
+    @classmethod
+    def _whole_groups(cls, value: int) -> int:
+        """The teacher is handed at most ENCODE_PART texts at a time; a part of whole groups
+        (or one group smaller than that) keeps every group the same whichever worker, runner
+        or retry encodes it, and a text's embedding depends on the group it is padded in."""
+        if value % ENCODE_PART and ENCODE_PART % value:
+            raise ValueError(f"must be a multiple of {ENCODE_PART} or divide it, not {value}")
         return value
 
     @model_validator(mode="after")

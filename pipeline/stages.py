@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -30,8 +30,12 @@ from embedcurate.pipeline.blend import (
     SourcesStageConfig,
     TemplateStageConfig,
 )
+from embedcurate.pipeline.errors import ConfigError
 from embedcurate.pipeline.manifest import MANIFEST_NAME
 from embedcurate.pipeline.report import StageReport
+
+if TYPE_CHECKING:
+    from embedcurate.pipeline.mining.stage import MineInputs
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,27 @@ class StageContext:
     run_id: str | None = None  # the orchestrator's run id, for the card
 
 
+DeviceNeed = Literal["cpu", "gpu", "auto"]  # auto: a GPU where the cluster has one
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """Heavy work a stage can spread over a Dask or Ray runner's workers before it runs.
+
+    The flow calls `check(section, runner)` before any stage starts (settings that cannot be
+    spread fail at once), `plan` in one task (the work, as paths), `run_part` in one task per
+    path on any worker, then the stage itself, which finds the work done. Under the thread
+    runner, and in `run_stages`, the stage does the same work itself, in the same parts.
+    `device` says whether a part needs a GPU, so the runner gives each part one.
+    """
+
+    task_name: str
+    check: Callable[[Any, str], None]
+    plan: Callable[[Tables, StageContext, Any], list[str]]
+    run_part: Callable[[str, Any], None]
+    device: Callable[[Any], DeviceNeed]
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One stage: its tables, its blend section and how it runs in a run folder."""
@@ -60,6 +85,7 @@ class StageSpec:
     outputs: Callable[[Tables, Path, Any], Tables]
     parts: Callable[[Any], list[Any]] = field(default=lambda cfg: [cfg])
     skippable: bool = True  # False: always rerun (the card reads every report afresh)
+    fan_out: FanOut | None = None  # work a distributed runner spreads over its workers first
 
     def part_name(self, cfg: Any) -> str:
         """The name a part's skip record is kept under (sources run one part per group)."""
@@ -126,14 +152,52 @@ def _run_decontaminate(
     )
 
 
-def _run_mine(inputs: Tables, ctx: StageContext, cfg: MineStageConfig) -> StageReport:
-    from embedcurate.pipeline.mining.stage import MineInputs, run_mine
+def _mine_inputs(inputs: Tables) -> MineInputs:
+    from embedcurate.pipeline.mining.stage import MineInputs
 
-    mine_inputs = MineInputs(
+    return MineInputs(
         pairs_dirs=list(inputs.get("pairs", [])),
         corpus_dirs={d.name: d for d in inputs.get("corpus", [])},
     )
-    return run_mine(mine_inputs, ctx.run_dir / "mined", cfg, provenance=ctx.provenance)
+
+
+def _run_mine(inputs: Tables, ctx: StageContext, cfg: MineStageConfig) -> StageReport:
+    from embedcurate.pipeline.mining.shard_encode import remove_plan
+    from embedcurate.pipeline.mining.stage import run_mine
+
+    mined_dir = ctx.run_dir / "mined"
+    report = run_mine(_mine_inputs(inputs), mined_dir, cfg, provenance=ctx.provenance)
+    remove_plan(cfg, mined_dir)  # parts a distributed runner encoded are in the cache now
+    return report
+
+
+def _check_mine_fan_out(cfg: MineStageConfig, runner: str) -> None:
+    if not cfg.teacher.cache:
+        raise ConfigError(
+            f"teacher.cache: false does not work with --runner {runner}: the workers encode "
+            "the corpus into the shared embedding cache and the mine stage reads it from "
+            "there; set teacher.cache: true (and teacher.cache_dir to a folder every worker "
+            "reaches), or use --runner thread"
+        )
+
+
+def _plan_mine(inputs: Tables, ctx: StageContext, cfg: MineStageConfig) -> list[str]:
+    from embedcurate.pipeline.mining.shard_encode import write_plan
+
+    return write_plan(_mine_inputs(inputs), cfg, ctx.run_dir / "mined")
+
+
+def _encode_mine_part(part: str, cfg: MineStageConfig) -> None:
+    from embedcurate.pipeline.mining.shard_encode import encode_part
+
+    encode_part(part, cfg)
+
+
+def _teacher_device(cfg: MineStageConfig) -> DeviceNeed:
+    device = cfg.teacher.device
+    if device == "auto":
+        return "auto"
+    return "gpu" if device.startswith("cuda") else "cpu"
 
 
 def _run_judge(inputs: Tables, ctx: StageContext, cfg: JudgeConfig) -> StageReport:
@@ -198,6 +262,13 @@ STAGES: tuple[StageSpec, ...] = (
         section=MineStageConfig.of,
         run=_run_mine,
         outputs=_fixed("mined", "mined"),
+        fan_out=FanOut(
+            task_name="encode",
+            check=_check_mine_fan_out,
+            plan=_plan_mine,
+            run_part=_encode_mine_part,
+            device=_teacher_device,
+        ),
     ),
     StageSpec(
         name="judge",

@@ -68,6 +68,10 @@ def convert_to_ir(model_path: str, tokenizer: Any, folder: Path) -> None:
 
     # safetensors only: a pickled pytorch_model.bin is refused, never unpickled
     model = AutoModel.from_pretrained(model_path, dtype=torch.float32, use_safetensors=True)
+    # plain tuples out and no key/value cache: the tracer takes tensors only, and a teacher
+    # needs the last hidden state alone (output 0)
+    model.config.use_cache = False
+    model.config.return_dict = False
     example = dict(tokenizer(EXAMPLE_TEXTS, padding=True, return_tensors="pt"))
     with torch.inference_mode(), warnings.catch_warnings():
         # the tracer flags Python branches on shapes; for an encoder they are constants

@@ -4,7 +4,10 @@ For each candidate pool (a source's CORPUS set when it has one, else the positiv
 row sharing the row's `task_name`), the stage
 
 1. encodes the pool's documents once (embedding cache first; repeated texts once) and adds
-   them to the index chunk by chunk;
+   them to the index chunk by chunk. With the cache on, every pool's uncached documents are
+   first encoded into the cache by the encode plan (`encode_plan`), here or, under a Dask or
+   Ray runner, by one task per part on the workers (`shard_encode`), so the index is built
+   from the cache and the output is the same whichever ran them;
 2. walks the pairs shard by shard, encodes queries in chunks, searches the index, scores
    the row's positive and its `given_negatives` with the same teacher;
 3. applies the rules of `pipeline.mining` per row and writes MINED rows with lineage.
@@ -18,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,13 +33,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from embedcurate.pipeline.atomic import temp_path_for
 from embedcurate.pipeline.blend import MineStageConfig
-from embedcurate.pipeline.errors import EmbedCurateError, InputError
+from embedcurate.pipeline.errors import ConfigError, EmbedCurateError, InputError
 from embedcurate.pipeline.mining.embed_cache import (
     EmbeddingCache,
     default_cache_root,
     encode_cached,
 )
+from embedcurate.pipeline.mining.encode_plan import EncodePlan, group_size
 from embedcurate.pipeline.mining.index import GPU_MAX_K, IndexConfig, VectorIndex
 from embedcurate.pipeline.mining.rules import (
     Candidates,
@@ -128,6 +134,7 @@ class MineStats:
     candidates_dropped_by_rule: int = 0
     rows_with_too_few: int = 0
     docs_encoded: int = 0
+    docs_planned: int = 0  # of which by the encode plan (read back from the cache once each)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     pools: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -164,20 +171,76 @@ def check_embeddings(embeddings: np.ndarray, where: str, normalized: bool) -> No
             )
 
 
+def checked_encoder(
+    teacher: Teacher,
+    where: str,
+    normalized: bool,
+    on_encoded: Callable[[int], None] | None = None,
+    *,
+    prepare: Callable[[], None] | None = None,
+) -> Callable[[list[str]], np.ndarray]:
+    """The teacher's `encode`, refusing bad embeddings before they reach the cache;
+    `on_encoded(n)` hears of every n texts encoded; `prepare()` runs before each call (the
+    miner loads a lazy teacher there, timed apart from encoding)."""
+
+    def encode(texts: list[str]) -> np.ndarray:
+        if prepare is not None:
+            prepare()
+        embeddings = teacher.encode(texts)
+        check_embeddings(embeddings, where, normalized)
+        if on_encoded is not None:
+            on_encoded(len(texts))
+        return embeddings
+
+    return encode
+
+
+def encode_part_texts(
+    texts: list[str],
+    teacher: Teacher,
+    cache: EmbeddingCache,
+    cfg: MineStageConfig,
+    where: str,
+    *,
+    on_encoded: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    prepare: Callable[[], None] | None = None,
+) -> None:
+    """Encode one part of the encode plan into the cache, in the plan's groups of texts.
+
+    Texts already cached are skipped (a part retried after a kill encodes only the groups
+    its first try did not commit), wherever this runs: in the mine stage or on a worker.
+    """
+    encode_cached(
+        texts,
+        checked_encoder(teacher, where, cfg.teacher.normalize, on_encoded, prepare=prepare),
+        teacher.dimension,
+        cache,
+        part_size=group_size(cfg.mining.encode_part_size),
+        on_progress=on_progress,
+    )
+
+
 class EncodeProgress:
     """Documents encoded so far: a bar on a terminal, and a log line with docs/s and the time
     left every LOG_EVERY_S seconds (Prefect and redirected output show no bar)."""
 
     LOG_EVERY_S = 10.0
 
-    def __init__(self, desc: str, total: int) -> None:
+    def __init__(self, desc: str, total: int | None) -> None:
         from tqdm.auto import tqdm
 
         self.desc = desc
-        self.total = total
+        self.total = total or 0
         self.done = 0
         self.bar = tqdm(total=total, desc=desc, unit=" docs", unit_scale=True, disable=None)
         self.started = self.last_log = time.perf_counter()
+
+    def grow(self, total: int) -> None:
+        """A new total (the encode plan learns its size as it reads the pools)."""
+        if total != self.total:
+            self.total = self.bar.total = total
+            self.bar.refresh()
 
     def __enter__(self) -> EncodeProgress:
         return self
@@ -256,19 +319,16 @@ class Miner:
         The teacher is asked only for texts the cache lacks; a custom or lazily loaded
         teacher therefore loads nothing when every text is cached.
         """
-        dim = self.teacher.dimension
-
-        def encode_new(new_texts: list[str]) -> np.ndarray:
-            self._load_teacher_timed()
-            embeddings = self.teacher.encode(new_texts)
-            check_embeddings(embeddings, where, self.cfg.teacher.normalize)
-            self.stats.docs_encoded += len(new_texts)
-            return embeddings
-
         return encode_cached(
             texts,
-            encode_new,
-            dim,
+            checked_encoder(
+                self.teacher,
+                where,
+                self.cfg.teacher.normalize,
+                self._count,
+                prepare=self._load_teacher_timed,
+            ),
+            self.teacher.dimension,
             self.cache,
             on_progress=progress.advance if progress is not None else None,
         )
@@ -284,6 +344,42 @@ class Miner:
         self.stats.timings["teacher_load_s"] += seconds
         self._load_s_unclaimed += seconds
 
+    def _count(self, num_texts: int) -> None:
+        self.stats.docs_encoded += num_texts
+
+    def _count_planned(self, num_texts: int) -> None:
+        self._count(num_texts)
+        self.stats.docs_planned += num_texts
+
+    def run_encode_plan(self, inputs: MineInputs) -> None:
+        """Encode every pool's uncached documents into the cache, part by part, as any runner
+        would (`pipeline.mining.encode_plan`), before an index is built.
+
+        `build_index` then reads every document from the cache, so the mined shards do not
+        depend on whether the parts ran here or on workers. Without a cache there is no plan
+        and `build_index` encodes as it goes.
+        """
+        if self.cache is None:
+            return
+        plan = EncodePlan(
+            pool_document_texts(inputs, self.teacher), self.cache, self.mining.encode_part_size
+        )
+        with EncodeProgress("encode documents", None) as progress:
+            for number, texts in enumerate(plan):
+                progress.grow(plan.num_texts)
+                t0 = time.perf_counter()
+                encode_part_texts(
+                    texts,
+                    self.teacher,
+                    self.cache,
+                    self.cfg,
+                    f"encode part {number}",
+                    on_encoded=self._count_planned,
+                    on_progress=progress.advance,
+                    prepare=self._load_teacher_timed,
+                )
+                self._timed("encode_documents_s", t0)
+
     def _timed(self, name: str, started: float) -> None:
         """Add the time since `started` to `name`, less a teacher load that happened within."""
         elapsed = time.perf_counter() - started - self._load_s_unclaimed
@@ -294,7 +390,9 @@ class Miner:
         if pool.num_docs == 0:
             raise MiningError(f"pool {pool.key}: no documents to mine from")
         index = VectorIndex(self.teacher.dimension, pool.num_docs, self.index_cfg)
-        with EncodeProgress(f"encode {pool.key}", pool.num_docs) as progress:
+        # with the cache, the encode plan encoded the documents: building reads them back
+        verb = "encode" if self.cache is None else "index"
+        with EncodeProgress(f"{verb} {pool.key}", pool.num_docs) as progress:
             for start in range(0, pool.num_docs, DOC_CHUNK):
                 t0 = time.perf_counter()
                 chunk = self.teacher.document_texts(pool.texts[start : start + DOC_CHUNK])
@@ -577,11 +675,35 @@ def pool_order(inputs: MineInputs) -> list[str]:
     return sorted(keys)
 
 
+def cache_folder(cfg: MineStageConfig, teacher: Teacher) -> Path:
+    """The teacher's folder in the embedding cache (`teacher.cache_dir`, else the default)."""
+    return Path(cfg.teacher.cache_dir or default_cache_root()) / teacher.fingerprint
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and write a file in it, or say which folder and which setting to change.
+
+    Checked before encoding, not when the first segment is committed, so an unwritable cache
+    costs nothing but the message.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temp_path_for(folder / "write-probe")  # a live writer's name: left alone
+        probe.write_bytes(b"")
+        probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"the embedding cache folder {folder} is not writable on {socket.gethostname()} "
+            f"({exc.strerror or exc}); set teacher.cache_dir to a folder this machine can write"
+        ) from exc
+
+
 def open_cache(cfg: MineStageConfig, teacher: Teacher, use_cache: bool) -> EmbeddingCache | None:
     if not use_cache:
         return None
-    root = cfg.teacher.cache_dir or default_cache_root()
-    return EmbeddingCache(root, teacher.fingerprint)
+    folder = cache_folder(cfg, teacher)
+    check_writable(folder)
+    return EmbeddingCache(folder.parent, folder.name)
 
 
 def check_window(cfg: MineStageConfig) -> None:
@@ -594,18 +716,30 @@ def check_window(cfg: MineStageConfig) -> None:
         )
 
 
+def iter_pools(inputs: MineInputs) -> Iterator[tuple[str, Pool]]:
+    """(key, pool) for every pool the pairs need, in `pool_order`; a corpus pool is read only
+    when its turn comes, so one corpus is in memory at a time."""
+    task_pools = build_task_pools(inputs.pairs_dirs, set(inputs.corpus_dirs))
+    for key in pool_order(inputs):
+        if key.startswith("corpus:"):
+            source = key.removeprefix("corpus:")
+            yield key, load_corpus_pool(source, inputs.corpus_dirs[source])
+        else:
+            yield key, task_pools[key]
+
+
+def pool_document_texts(inputs: MineInputs, teacher: Teacher) -> Iterator[list[str]]:
+    """Each pool's documents as the teacher sees them, in pool order (the encode plan's input)."""
+    for _key, pool in iter_pools(inputs):
+        yield teacher.document_texts(pool.texts)
+
+
 def mine_pools(
     inputs: MineInputs, miner: Miner
 ) -> Iterator[tuple[dict[str, Any], Selection, float]]:
     """Every row of every pool, mined, in pool order then input order."""
     corpus_sources = set(inputs.corpus_dirs)
-    task_pools = build_task_pools(inputs.pairs_dirs, corpus_sources)
-    for key in pool_order(inputs):
-        if key.startswith("corpus:"):
-            source = key.removeprefix("corpus:")
-            pool = load_corpus_pool(source, inputs.corpus_dirs[source])
-        else:
-            pool = task_pools[key]
+    for key, pool in iter_pools(inputs):
         started = time.perf_counter()
         index = miner.build_index(pool)
         num_rows = 0
@@ -700,7 +834,8 @@ def mining_details(miner: Miner, elapsed_s: float) -> dict[str, Any]:
         "teacher_loaded": bool(getattr(miner.teacher, "loaded", True)),
         "cache": {  # counts only: the cache's folder is this machine's, not the run's
             "used": miner.cache is not None,
-            "hits": miner.cache.stats.hits if miner.cache else 0,
+            # texts this run did not encode: the plan's are read back once, not hits
+            "hits": miner.cache.stats.hits - stats.docs_planned if miner.cache else 0,
             "misses": miner.cache.stats.misses if miner.cache else 0,
         },
         "timings_s": {name: round(value, 3) for name, value in sorted(stats.timings.items())},
@@ -723,19 +858,35 @@ def run_mine(
 
     `provenance` (the resolved blend) is recorded in the manifest instead of the section.
 
-    `teacher` defaults to `pipeline.teacher.load_teacher(cfg.teacher)`; pass one to reuse a
-    loaded model or to mine with a custom embedder.
+    `teacher` defaults to this process's `teacher.shared_teacher(cfg.teacher)` (the replica a
+    worker's encode parts loaded, when they ran here), released when mining ends; pass one to
+    reuse a loaded model or to mine with a custom embedder.
     """
-    out_dir = Path(out_dir)
-    report = StageReport(stage="mine", out_dir=str(out_dir))
     check_window(cfg)
-    started = time.perf_counter()
-    if teacher is None:
-        from embedcurate.pipeline.mining.teacher import load_teacher
+    if teacher is not None:
+        return _mine(inputs, Path(out_dir), cfg, teacher, use_cache, provenance)
+    from embedcurate.pipeline.mining.teacher import release_shared_teacher, shared_teacher
 
-        teacher = load_teacher(cfg.teacher)
+    try:
+        return _mine(inputs, Path(out_dir), cfg, shared_teacher(cfg.teacher), use_cache, provenance)
+    finally:
+        release_shared_teacher(cfg.teacher)
+
+
+def _mine(
+    inputs: MineInputs,
+    out_dir: Path,
+    cfg: MineStageConfig,
+    teacher: Teacher,
+    use_cache: bool | None,
+    provenance: dict[str, Any] | None,
+) -> StageReport:
+    """`run_mine` with its teacher: the encode plan first (with the cache), then the pools."""
+    report = StageReport(stage="mine", out_dir=str(out_dir))
+    started = time.perf_counter()
     use_cache = cfg.teacher.cache if use_cache is None else use_cache
     miner = Miner(cfg, teacher, open_cache(cfg, teacher, use_cache), report)
+    miner.run_encode_plan(inputs)
     with ShardWriter(
         out_dir,
         TableKind.MINED,

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -86,8 +87,18 @@ def resolve_dtype(dtype: str, device: str, quantize: str = "none") -> str:
     return "float32"
 
 
-def resolve_backend(cfg: TeacherConfig, device: str) -> str:
-    """`auto`: OpenVINO for a plain (not int8) CPU teacher when it is installed, else PyTorch."""
+# Encoder families whose transformers modules OpenVINO's tracer converts faithfully (checked
+# against PyTorch in the tests for BERT); `backend: auto` takes OpenVINO for these only, and a
+# decoder teacher (E5-Mistral and the like, `pooling: last`) stays on PyTorch unless the blend
+# asks for `backend: openvino` explicitly.
+OPENVINO_AUTO_TYPES = frozenset(
+    {"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2"}
+)
+
+
+def resolve_backend(cfg: TeacherConfig, device: str, model_type: str = "bert") -> str:
+    """`auto`: OpenVINO for a plain (not int8) CPU teacher of an encoder family it converts
+    (`OPENVINO_AUTO_TYPES`) when it is installed, else PyTorch."""
     from embedcurate.pipeline.mining.openvino_runtime import openvino_installed
 
     if cfg.backend == "openvino":
@@ -103,7 +114,8 @@ def resolve_backend(cfg: TeacherConfig, device: str) -> str:
     if cfg.backend == "torch":
         return "torch"
     plain_cpu = device.startswith("cpu") and cfg.quantize == "none"
-    return "openvino" if plain_cpu and openvino_installed() else "torch"
+    convertible = model_type in OPENVINO_AUTO_TYPES
+    return "openvino" if plain_cpu and convertible and openvino_installed() else "torch"
 
 
 def cpu_threads(configured: int | None) -> int:
@@ -115,17 +127,23 @@ def cpu_threads(configured: int | None) -> int:
     return os.cpu_count() or 1
 
 
-def model_dimension(path: str) -> int:
-    """The embedding width from the model's config.json, without importing transformers."""
+def read_model_config(path: str) -> dict[str, Any]:
+    """The model's config.json as a dict, read without importing transformers; a hub id or
+    an unreadable file goes through transformers' AutoConfig."""
     config_file = Path(path) / "config.json"
     if config_file.is_file():
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        for key in ("hidden_size", "d_model", "dim"):
-            if isinstance(config.get(key), int):
-                return int(config[key])
-    from transformers import AutoConfig  # a hub id, or a config with unusual names
+        return dict(json.loads(config_file.read_text(encoding="utf-8")))
+    from transformers import AutoConfig
 
-    return int(AutoConfig.from_pretrained(path).hidden_size)
+    return dict(AutoConfig.from_pretrained(path).to_dict())
+
+
+def model_dimension(config: dict[str, Any]) -> int:
+    """The embedding width: the hidden size under any of the names configs use for it."""
+    for key in ("hidden_size", "d_model", "dim"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    raise ValueError(f"teacher config has no hidden size (model_type {config.get('model_type')})")
 
 
 class HFTeacher:
@@ -143,9 +161,10 @@ class HFTeacher:
         self.devices = _pick_devices(cfg.device)
         self.device = self.devices[0]
         self.dtype_name = resolve_dtype(cfg.dtype, self.device, cfg.quantize)
-        self.backend = resolve_backend(cfg, self.device)
+        config = read_model_config(self.path)
+        self.backend = resolve_backend(cfg, self.device, str(config.get("model_type", "")))
         self.threads = cpu_threads(cfg.threads) if self.device.startswith("cpu") else None
-        self._hidden_size = model_dimension(self.path)
+        self._hidden_size = model_dimension(config)
         self._replicas: list[Any] | None = None
         self._tokenizer: Any = None
 
@@ -459,3 +478,34 @@ def load_teacher(
         return HashingTeacher(cfg, int(cfg.model.removeprefix(HASHING_PREFIX)))
     teacher = HFTeacher(cfg)
     return teacher.load() if eager else teacher
+
+
+_SHARED: dict[str, HFTeacher | HashingTeacher] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_key(cfg: TeacherConfig) -> str:
+    """What decides the replica (cache settings do not)."""
+    return cfg.model_dump_json(exclude={"cache", "cache_dir"})
+
+
+def shared_teacher(cfg: TeacherConfig) -> HFTeacher | HashingTeacher:
+    """This process's teacher for `cfg`, built on first use and reused after.
+
+    A worker that encodes several parts of a corpus (and then, perhaps, runs the mine stage)
+    loads the weights once. Only one teacher is kept: asking for another releases the first,
+    so a long-lived worker never holds two models.
+    """
+    key = _shared_key(cfg)
+    with _SHARED_LOCK:
+        teacher = _SHARED.get(key)
+        if teacher is None:
+            _SHARED.clear()
+            teacher = _SHARED[key] = load_teacher(cfg)
+        return teacher
+
+
+def release_shared_teacher(cfg: TeacherConfig) -> None:
+    """Drop this process's teacher for `cfg` (its weights go when nothing else holds them)."""
+    with _SHARED_LOCK:
+        _SHARED.pop(_shared_key(cfg), None)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -24,3 +26,21 @@ def test_dask_runner_starts_a_local_cluster_or_uses_an_address() -> None:
 def test_unknown_runner_names_the_choices() -> None:
     with pytest.raises(ValueError, match="thread, dask, ray"):
         make_task_runner("spark")
+
+
+@pytest.mark.parametrize("kind", ["dask", "ray"])
+def test_a_runner_not_installed_names_the_extra(kind: str, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, f"prefect_{kind}", None)  # as if not installed
+    with pytest.raises(ModuleNotFoundError, match=rf"the {kind} runner needs the dist extra"):
+        make_task_runner(kind)
+
+
+def test_ray_tasks_submitted_under_a_gpu_request_ask_ray_for_one() -> None:
+    from prefect_ray.context import RemoteOptionsContext
+
+    from embedcurate.flows.runners import gpu_request
+
+    runner = make_task_runner("ray")  # not started: no Ray instance needed
+    with gpu_request(runner):
+        assert RemoteOptionsContext.get().current_remote_options == {"num_gpus": 1}
+    assert not RemoteOptionsContext.get().current_remote_options

@@ -529,9 +529,9 @@ def test_encoding_progress_is_logged_per_part_with_rate_and_eta(
         run_mine(inputs, tmp_path / "mined", MineStageConfig.of(blend(tmp_path)))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encode ")]
     assert [line.split(" docs,")[0] for line in lines] == [
-        "encode corpus:unit: 512/1,100",
-        "encode corpus:unit: 1,024/1,100",
-        "encode corpus:unit: 1,100/1,100",
+        "encode documents: 512/1,100",
+        "encode documents: 1,024/1,100",
+        "encode documents: 1,100/1,100",
     ]
     assert all(" docs/s, ETA " in line for line in lines)
     assert lines[-1].endswith("ETA 0:00:00")

@@ -97,6 +97,8 @@ def test_auto_backend_takes_openvino_for_a_plain_cpu_teacher_only() -> None:
     assert resolve_backend(TeacherConfig(), "cpu") == "openvino"
     assert resolve_backend(TeacherConfig(quantize="int8"), "cpu") == "torch"
     assert resolve_backend(TeacherConfig(), "cuda:0") == "torch"
+    assert resolve_backend(TeacherConfig(), "cpu", model_type="mistral") == "torch"
+    assert resolve_backend(TeacherConfig(backend="openvino"), "cpu", "mistral") == "openvino"
     with pytest.raises(ValueError, match="openvino runs on CPU only"):
         resolve_backend(TeacherConfig(backend="openvino"), "cuda:0")
 
