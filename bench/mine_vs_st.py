@@ -212,6 +212,73 @@ def child_ours(args: argparse.Namespace) -> None:
     print(json.dumps({"details": report.details, "num_kept": report.num_kept}))
 
 
+def child_workers(args: argparse.Namespace) -> None:
+    """This miner with its corpus encoding fanned out over a local Dask cluster of
+    `--workers` processes x 1 thread, as the dask runner does: the encode plan's parts go to
+    the workers (`pipeline.mining.shard_encode`), then the mine stage runs here and reads
+    every document from the cache. Prints the encoding wall time, each worker's peak RSS and
+    the mined shards' sha256."""
+    import resource
+
+    from distributed import Client, LocalCluster
+
+    from embedcurate.pipeline.blend import MineStageConfig, parse_blend
+    from embedcurate.pipeline.mining.shard_encode import encode_part, write_plan
+    from embedcurate.pipeline.mining.stage import MineInputs, run_mine
+    from embedcurate.pipeline.shards import read_manifest
+
+    pin_threads(args.threads, torch_too=False)
+    work, out = Path(args.work), Path(args.out)
+    settings = teacher_settings(args)
+    del settings["threads"]  # each worker pins its teacher to the one thread it holds
+    blend = parse_blend(
+        {
+            "name": "bench",
+            "sources": [{"name": "bench", "kind": "jsonl", "path": "unused.jsonl"}],
+            "teacher": settings,
+            "mining": {
+                "rule": f"percpos:{1 - RELATIVE_MARGIN:g}",
+                "num_negatives": NUM_NEGATIVES,
+                "range_max": RANGE_MAX,
+            },
+        },
+        check_paths=False,
+    )
+    cfg = MineStageConfig.of(blend)
+    source = "gen" if args.generated else "bench"
+    inputs = MineInputs([work / "pairs"], {source: work / "corpus"})
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            local_directory=str(out.parent / f"dask-{out.name}"),
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        started = time.perf_counter()
+        parts = write_plan(inputs, cfg, out)
+        client.gather([client.submit(encode_part, part, cfg, pure=False) for part in parts])
+        encode_s = time.perf_counter() - started
+        worker_rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    cfg = cfg.model_copy(
+        update={"teacher": cfg.teacher.model_copy(update={"threads": args.threads})}
+    )
+    report = run_mine(inputs, out, cfg)
+    print(
+        json.dumps(
+            {
+                "encode_s": round(encode_s, 1),
+                "parts": len(parts),
+                "worker_peak_rss_mib": sorted(round(kib / 1024, 1) for kib in worker_rss.values()),
+                "shard_sha256": [shard.sha256 for shard in read_manifest(out).shards],
+                "details": report.details,
+            }
+        )
+    )
+
+
 def child_peer(args: argparse.Namespace) -> None:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
@@ -390,6 +457,13 @@ def main() -> None:
         help=f"more runs of this miner besides its defaults: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="also encode over 1 and over this many Dask workers x 1 thread (and, with "
+        "--generate, run the memory run over this many workers too)",
+    )
     parser.add_argument("--generate", type=int, default=0, help="documents for the memory run")
     parser.add_argument("--generate-pairs", type=int, default=5000)
     parser.add_argument("--work", type=Path, default=None)
@@ -470,6 +544,9 @@ def main() -> None:
             table.append(row)
         results["flop_rates"] = flop_rates(args, results, work)
         print_flop_rates(results["flop_rates"])
+        if args.workers:
+            results["workers"] = compare_workers(args, beir)
+            print_workers(results["workers"])
 
     if args.generate:
         gen = work / "generated"
@@ -489,6 +566,29 @@ def main() -> None:
         table.append(
             {
                 "run": f"embedcurate, {args.generate:,} generated docs, hashing:384 stand-in",
+                "wall_s": result["wall_s"],
+                "peak_rss_mib": result["peak_rss_mib"],
+                "docs_per_s": round(args.generate / result["wall_s"], 1),
+                "load": f"{result['load_before']} / {result['load_after']}",
+            }
+        )
+
+    if args.generate and args.workers:
+        result = run_child(
+            "workers",
+            args,
+            work=gen,
+            out=gen / f"out-{args.workers}-workers",
+            cache=str(gen / f"cache-{args.workers}-workers"),
+            teacher="hashing:384",
+            generated=True,
+            workers=args.workers,
+        )
+        results[f"memory run over {args.workers} workers"] = result
+        table.append(
+            {
+                "run": f"embedcurate, {args.generate:,} generated docs, {args.workers} Dask "
+                f"workers (worker peak RSS MiB {result['worker_peak_rss_mib']})",
                 "wall_s": result["wall_s"],
                 "peak_rss_mib": result["peak_rss_mib"],
                 "docs_per_s": round(args.generate / result["wall_s"], 1),
@@ -517,6 +617,39 @@ def flop_rates(args: argparse.Namespace, results: dict[str, Any], work: Path) ->
     return rates
 
 
+def compare_workers(args: argparse.Namespace, beir: Path) -> dict[str, Any]:
+    """Corpus encoding over 1 and over `--workers` Dask workers x 1 thread, each from an
+    empty cache of its own: the speed-up, and whether the mined shards are byte-identical."""
+    runs = {}
+    for workers in sorted({1, args.workers}):
+        runs[workers] = run_child(
+            "workers",
+            args,
+            work=beir,
+            out=beir / f"out-{workers}-workers",
+            cache=str(beir / f"cache-{workers}-workers"),
+            teacher=args.teacher,
+            workers=workers,
+        )
+    one, many = runs[1], runs[args.workers]
+    return {
+        "runs": runs,
+        "speedup": round(one["encode_s"] / many["encode_s"], 2),
+        "identical": one["shard_sha256"] == many["shard_sha256"],
+    }
+
+
+def print_workers(compared: dict[str, Any]) -> None:
+    print("\nDask workers x 1 thread | encode s | wall s | peak RSS MiB (stage; workers)")
+    print("--- | --- | --- | ---")
+    for workers, run in compared["runs"].items():
+        print(
+            f"{workers} | {run['encode_s']} | {run['wall_s']} | {run['peak_rss_mib']}; "
+            f"{run['worker_peak_rss_mib']}"
+        )
+    print(f"speed-up {compared['speedup']}x; mined shards identical: {compared['identical']}")
+
+
 def print_flop_rates(rates: dict[str, Any]) -> None:
     peaks = rates["peaks_gflop_s"]
     print(f"\nmatmul peak GFLOP/s: {peaks}; teacher work {rates['teacher_gflop']} GFLOP")
@@ -543,8 +676,11 @@ def child_main() -> None:
     parser.add_argument("--quantize", default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--generated", action="store_true")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    {"_ours": child_ours, "_peer": child_peer, "_peak": child_peak}[args.role](args)
+    roles = {"_ours": child_ours, "_peer": child_peer, "_peak": child_peak}
+    roles["_workers"] = child_workers
+    roles[args.role](args)
 
 
 if __name__ == "__main__":
