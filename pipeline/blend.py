@@ -232,11 +232,12 @@ class MiningConfig(FrozenModel):
     ivf_nlist: int | None = Field(default=None, ge=1)
     ivf_nprobe: int = Field(default=32, ge=1)
     query_chunk_size: int = Field(default=4096, ge=1)
-    encode_part_size: int = Field(
-        default=8 * ENCODE_PART,
+    encode_part_size: int | None = Field(
+        default=None,
         ge=1,
         description="corpus texts per encoding task when --runner dask or ray spreads the "
-        f"encoding over workers; a multiple of {ENCODE_PART} or a divisor of it",
+        f"encoding over workers; a multiple of {ENCODE_PART} or a divisor of it; default: "
+        "sized from the corpus (see pipeline.mining.encode_plan.planned_part_size)",
     )
 
     @field_validator("rule")
@@ -249,11 +250,11 @@ class MiningConfig(FrozenModel):
 
     @field_validator("encode_part_size")
     @classmethod
-    def _whole_groups(cls, value: int) -> int:
+    def _whole_groups(cls, value: int | None) -> int | None:
         """The teacher is handed at most ENCODE_PART texts at a time; a part of whole groups
         (or one group smaller than that) keeps every group the same whichever worker, runner
         or retry encodes it, and a text's embedding depends on the group it is padded in."""
-        if value % ENCODE_PART and ENCODE_PART % value:
+        if value is not None and value % ENCODE_PART and ENCODE_PART % value:
             raise ValueError(f"must be a multiple of {ENCODE_PART} or divide it, not {value}")
         return value
 

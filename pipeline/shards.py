@@ -353,6 +353,14 @@ def require_valid(shard_dir: str | Path, kind: TableKind | str | None = None) ->
     return read_manifest(shard_dir)
 
 
+def read_parquet_file(path: Path) -> pa.Table:
+    """One Parquet file as a table, read by `ParquetFile` rather than `pq.read_table`: the
+    latter goes through pyarrow's dataset module, whose import pulls in pandas (about 0.2 s
+    of a cached mining rerun that otherwise takes about a second)."""
+    with pq.ParquetFile(path) as handle:
+        return handle.read()
+
+
 def shard_paths(shard_dir: str | Path) -> list[Path]:
     manifest = read_manifest(shard_dir)
     return [Path(shard_dir) / entry.file for entry in manifest.shards]
@@ -364,7 +372,7 @@ def iter_shards(
     """Yield the set's tables one shard at a time, so memory stays bounded by one shard."""
     manifest = require_valid(shard_dir, kind) if validate else read_manifest(shard_dir)
     for entry in manifest.shards:
-        yield pq.read_table(Path(shard_dir) / entry.file)
+        yield read_parquet_file(Path(shard_dir) / entry.file)
 
 
 def read_shards(
@@ -372,7 +380,7 @@ def read_shards(
 ) -> pa.Table:
     """The whole set as one table (for small sets and tests)."""
     manifest = require_valid(shard_dir, kind) if validate else read_manifest(shard_dir)
-    tables = [pq.read_table(Path(shard_dir) / e.file) for e in manifest.shards]
+    tables = [read_parquet_file(Path(shard_dir) / e.file) for e in manifest.shards]
     return pa.concat_tables(tables) if tables else schema_for(manifest.kind).empty_table()
 
 

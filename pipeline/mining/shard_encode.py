@@ -35,10 +35,11 @@ from embedcurate.pipeline.atomic import temp_path_for
 from embedcurate.pipeline.blend import MineStageConfig, TeacherConfig
 from embedcurate.pipeline.errors import ConfigError
 from embedcurate.pipeline.mining.embed_cache import text_keys
-from embedcurate.pipeline.mining.encode_plan import EncodePlan
+from embedcurate.pipeline.mining.encode_plan import EncodePlan, planned_part_size
 from embedcurate.pipeline.mining.stage import (
     MineInputs,
     cache_folder,
+    count_documents,
     encode_part_texts,
     open_cache,
     pool_document_texts,
@@ -86,7 +87,8 @@ def write_plan(inputs: MineInputs, cfg: MineStageConfig, mined_dir: Path) -> lis
     shutil.rmtree(staging, ignore_errors=True)  # what a planner killed here left
     digest = hashlib.blake2b(digest_size=8)
     names: list[str] = []
-    plan = EncodePlan(pool_document_texts(inputs, teacher), cache, cfg.mining.encode_part_size)
+    part_size = planned_part_size(cfg.mining.encode_part_size, count_documents(inputs))
+    plan = EncodePlan(pool_document_texts(inputs, teacher), cache, part_size)
     for number, texts in enumerate(plan):
         names.append(f"part-{number:05d}.parquet")
         write_part(staging / names[-1], texts)

@@ -41,7 +41,7 @@ from embedcurate.pipeline.mining.embed_cache import (
     default_cache_root,
     encode_cached,
 )
-from embedcurate.pipeline.mining.encode_plan import EncodePlan, group_size
+from embedcurate.pipeline.mining.encode_plan import EncodePlan, group_size, planned_part_size
 from embedcurate.pipeline.mining.index import GPU_MAX_K, IndexConfig, VectorIndex
 from embedcurate.pipeline.mining.rules import (
     Candidates,
@@ -55,7 +55,7 @@ from embedcurate.pipeline.mining.rules import (
 )
 from embedcurate.pipeline.report import StageReport
 from embedcurate.pipeline.schemas import TableKind, rows_to_table
-from embedcurate.pipeline.shards import ShardWriter, iter_shards, read_shards
+from embedcurate.pipeline.shards import ShardWriter, iter_shards, read_manifest, read_shards
 from embedcurate.pipeline.sources.beir import document_text
 from embedcurate.pipeline.textnorm import text_hash
 
@@ -361,9 +361,8 @@ class Miner:
         """
         if self.cache is None:
             return
-        plan = EncodePlan(
-            pool_document_texts(inputs, self.teacher), self.cache, self.mining.encode_part_size
-        )
+        part_size = planned_part_size(self.mining.encode_part_size, count_documents(inputs))
+        plan = EncodePlan(pool_document_texts(inputs, self.teacher), self.cache, part_size)
         with EncodeProgress("encode documents", None) as progress:
             for number, texts in enumerate(plan):
                 progress.grow(plan.num_texts)
@@ -726,6 +725,13 @@ def iter_pools(inputs: MineInputs) -> Iterator[tuple[str, Pool]]:
             yield key, load_corpus_pool(source, inputs.corpus_dirs[source])
         else:
             yield key, task_pools[key]
+
+
+def count_documents(inputs: MineInputs) -> int:
+    """Rows of the corpus and pairs sets, from their manifests: an upper bound on the texts
+    an encode plan holds (pairs bring their positives), known before any pool is read."""
+    dirs = [*inputs.corpus_dirs.values(), *inputs.pairs_dirs]
+    return sum(read_manifest(folder).num_rows for folder in dirs)
 
 
 def pool_document_texts(inputs: MineInputs, teacher: Teacher) -> Iterator[list[str]]:

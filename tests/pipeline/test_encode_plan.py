@@ -3,6 +3,7 @@ parts run, so a distributed mine stage writes what the in-process one writes, bi
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -256,3 +257,23 @@ def test_a_worker_whose_teacher_resolves_differently_is_told_to_pin_it(
     on_gpu = mine_config(str(tiny_model), tmp_path / "cache", dtype="bfloat16")
     with pytest.raises(ConfigError, match=r"plan was made for teacher llama-.*teacher\.dtype"):
         encode_part(parts[0], on_gpu)
+
+
+def test_default_parts_are_sized_from_the_corpus_in_whole_groups() -> None:
+    from embedcurate.pipeline.mining.encode_plan import (
+        AUTO_PARTS,
+        MAX_AUTO_PART,
+        group_size,
+        planned_part_size,
+    )
+
+    assert planned_part_size(None, 100) == ENCODE_PART  # a small corpus: one group a part
+    scifact = planned_part_size(None, 5_183 + 919)  # corpus and pairs rows
+    assert scifact == ENCODE_PART
+    assert math.ceil((5_183 + 919) / scifact) >= 2 * 4  # several parts for each of 2 workers
+    assert planned_part_size(None, 8_841_823) == MAX_AUTO_PART  # MS MARCO: a bounded count
+    mid = planned_part_size(None, 500_000)
+    assert mid % ENCODE_PART == 0
+    assert mid * AUTO_PARTS >= 500_000 > (mid - ENCODE_PART) * AUTO_PARTS
+    assert planned_part_size(256, 10**6) == 256  # the blend's setting wins
+    assert group_size(None) == group_size(mid) == ENCODE_PART
