@@ -54,6 +54,14 @@ def text_keys(texts: Sequence[str]) -> np.ndarray:
     return keys
 
 
+def in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """(n,) bool: which of `keys` are in the sorted array `sorted_keys` (vectorised)."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.searchsorted(sorted_keys, keys).clip(max=len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
+
+
 @dataclass
 class CacheStats:
     hits: int = 0
@@ -101,10 +109,7 @@ class EmbeddingCache:
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         """(n,) bool: which keys are cached."""
-        if not len(self._keys):
-            return np.zeros(len(keys), dtype=bool)
-        at = np.searchsorted(self._keys, keys).clip(max=len(self._keys) - 1)
-        return self._keys[at] == keys
+        return in_sorted(self._keys, keys)
 
     def read(self, keys: np.ndarray, out: np.ndarray) -> None:
         """Fill `out` (len(keys), dim) with the cached embeddings of `keys` (all must be cached)."""

@@ -27,7 +27,12 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from embedcurate.pipeline.mining.embed_cache import ENCODE_PART, EmbeddingCache, text_keys
+from embedcurate.pipeline.mining.embed_cache import (
+    ENCODE_PART,
+    EmbeddingCache,
+    in_sorted,
+    text_keys,
+)
 
 AUTO_PARTS = 16  # parts the default sizing aims at: enough to keep several workers busy
 MAX_AUTO_PART = 128 * ENCODE_PART  # ... but no part above 65,536 texts (fewer, longer tasks)
@@ -73,10 +78,7 @@ class SortedKeys:
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """(n,) bool: which keys are in the set."""
-        if not len(self.keys):
-            return np.zeros(len(keys), dtype=bool)
-        at = np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)
-        return self.keys[at] == keys
+        return in_sorted(self.keys, keys)
 
     def add(self, keys: np.ndarray) -> None:
         """Add keys not in the set yet (a merge in O(n), not a sort of everything)."""

@@ -120,11 +120,9 @@ def resolve_backend(cfg: TeacherConfig, device: str, model_type: str = "bert") -
 
 def cpu_threads(configured: int | None) -> int:
     """The teacher's CPU threads: the configured number, else every core this process may use."""
-    if configured:
-        return configured
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    from embedcurate.pipeline.mining.openvino_runtime import available_cpus
+
+    return configured or available_cpus()
 
 
 def read_model_config(path: str) -> dict[str, Any]:

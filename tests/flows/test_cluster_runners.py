@@ -3,7 +3,6 @@ must run on the cluster's workers, not quietly on the command's own threads."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from embedcurate.pipeline.schemas import TableKind
 from embedcurate.pipeline.shards import read_shards, require_valid
 from testkit.cli import run_cli
+from testkit.clusters import finished_tasks, local_dask_cluster, local_ray
 
 from .conftest import write_flow_blend
 
@@ -28,32 +28,16 @@ def _check_run(run: Path) -> None:
 
 
 def test_dask_address_runs_the_sources_on_the_clusters_workers(tmp_path: Path) -> None:
-    from distributed import Client, LocalCluster
-
     blend = write_flow_blend(tmp_path / "data")
     run = tmp_path / "run"
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            local_directory=tmp_path / "dask",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_dask_cluster(tmp_path / "dask") as (cluster, client):
         result = run_cli(
             "curate", str(blend), "--out", str(run),
             "--runner", "dask", "--address", cluster.scheduler_address,
             timeout=600,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
-        # every task a worker finished: its key (prefect-dask names it after the task) and state
-        finished = client.run(
-            lambda dask_worker: [
-                str(key) for key, _, end, *_ in dask_worker.state.log if end == "memory"
-            ]
-        )
+        finished = finished_tasks(client)
     assert f"Connecting to an existing Dask cluster at {cluster.scheduler_address}" in result.stderr
     stages_done = [k for keys in finished.values() for k in keys if k.startswith("stage_task-")]
     assert len(stages_done) == STAGE_TASKS, finished
@@ -61,26 +45,13 @@ def test_dask_address_runs_the_sources_on_the_clusters_workers(tmp_path: Path) -
 
 
 def test_ray_address_runs_the_sources_on_ray_workers(tmp_path: Path) -> None:
-    import ray
-
     blend = write_flow_blend(tmp_path / "data")
     run = tmp_path / "run"
-    ray.init(
-        num_cpus=1,
-        object_store_memory=200_000_000,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=os.environ["RAY_TMPDIR"],
-        configure_logging=False,
-    )
-    try:
-        address = ray.get_runtime_context().gcs_address
+    with local_ray(num_cpus=1) as address:
         result = run_cli(
             "curate", str(blend), "--out", str(run), "--runner", "ray", "--address", address,
             timeout=600,
         )  # fmt: skip
-    finally:
-        ray.shutdown()
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Connecting to an existing Ray instance at {address}" in result.stderr
     # Ray forwards a worker's output to the driver as "(task pid=N) ..."

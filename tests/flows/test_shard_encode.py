@@ -17,6 +17,7 @@ import pytest
 
 from embedcurate.pipeline.errors import ConfigError
 from embedcurate.pipeline.manifest import read_manifest
+from testkit.clusters import finished_tasks, local_dask_cluster, local_ray
 
 from .conftest import write_corpus_folder
 
@@ -77,23 +78,12 @@ def thread_hashes(data_dir: Path, tiny_model: Path, prefect_harness: None) -> li
 def test_dask_workers_encode_the_parts_survive_a_failure_and_a_death_and_mine_what_threads_mine(
     tmp_path, data_dir, tiny_model, thread_hashes
 ) -> None:
-    from distributed import Client, LocalCluster
-
     from embedcurate.flows.curate import curate_flow
     from testkit.dask_faults import FailingEncode
 
     blend = write_blend(data_dir, f"dask-{tmp_path.name}", tiny_model)
     gpu_blend = write_blend(data_dir, f"gpu-{tmp_path.name}", tiny_model, device="cuda")
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            local_directory=tmp_path / "dask",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_dask_cluster(tmp_path / "dask") as (cluster, client):
         address = cluster.scheduler_address
         # once 2 parts are done, one raises (Prefect retries it); once 4 are, one's worker dies
         # (Dask restarts the worker and runs the part again)
@@ -101,11 +91,7 @@ def test_dask_workers_encode_the_parts_survive_a_failure_and_a_death_and_mine_wh
         flags.mkdir()
         client.register_plugin(FailingEncode(encoded_log, flags, {2: "raise", 4: "kill"}))
         on_dask = curate_flow(str(blend), str(tmp_path / "dask-run"), "dask", address)
-        finished = client.run(
-            lambda dask_worker: [
-                str(key) for key, _, end, *_ in dask_worker.state.log if end == "memory"
-            ]
-        )
+        finished = finished_tasks(client)
         with pytest.raises(ConfigError, match=r"need a GPU.*no worker.*GPU resource"):
             curate_flow(str(gpu_blend), str(tmp_path / "gpu-run"), "dask", address)
     assert mined_hashes(on_dask) == thread_hashes
@@ -126,27 +112,14 @@ def test_dask_workers_encode_the_parts_survive_a_failure_and_a_death_and_mine_wh
 def test_ray_workers_encode_the_parts_and_mine_what_threads_mine(
     tmp_path, data_dir, tiny_model, thread_hashes, capfd
 ) -> None:
-    import ray
-
     from embedcurate.flows.curate import curate_flow
 
     blend = write_blend(data_dir, f"ray-{tmp_path.name}", tiny_model)
     gpu_blend = write_blend(data_dir, f"gpu-{tmp_path.name}", tiny_model, device="cuda")
-    ray.init(
-        num_cpus=2,
-        num_gpus=0,
-        object_store_memory=200_000_000,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=os.environ["RAY_TMPDIR"],
-        configure_logging=False,
-    )
-    try:  # the runner finds Ray started and leaves it running for the next flow
+    with local_ray(num_cpus=2):  # the runner finds Ray started and leaves it for the next flow
         on_ray = curate_flow(str(blend), str(tmp_path / "ray-run"), "ray")
         with pytest.raises(ConfigError, match=r"need a GPU.*Ray cluster has no GPU"):
             curate_flow(str(gpu_blend), str(tmp_path / "gpu-run"), "ray")
-    finally:
-        ray.shutdown()
     assert mined_hashes(on_ray) == thread_hashes
     # Ray forwards a worker's output to the driver as "(task pid=N) ..."
     encode_pids = set(re.findall(r"\(mine-encode pid=(\d+)\)", capfd.readouterr().err))
