@@ -386,6 +386,7 @@ def measure_teacher(run: Run, folder: Path, pooling: str, num_docs: int) -> Figu
         batch_size=run.shapes.teacher_batch,
         max_length=run.shapes.max_length,
         cache=False,
+        backend="torch",  # the GPU paths under test; OpenVINO is CPU-only
     )
     if run.on_gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -449,6 +450,7 @@ def section_teacher_replicas(run: Run) -> Figures:
         batch_size=run.shapes.teacher_batch,
         max_length=run.shapes.max_length,
         cache=False,
+        backend="torch",  # the GPU paths under test; OpenVINO is CPU-only
     )
     teacher = teacher_module.HFTeacher(cfg)
     auto_devices = list(teacher.devices)
@@ -490,6 +492,7 @@ def teacher_embeddings(run: Run) -> tuple[np.ndarray, np.ndarray]:
         batch_size=run.shapes.teacher_batch,
         max_length=run.shapes.max_length,
         cache=False,
+        backend="torch",  # the GPU paths under test; OpenVINO is CPU-only
     )
     teacher = load_teacher(cfg)
     return teacher.encode_documents(docs), teacher.encode_queries(queries)

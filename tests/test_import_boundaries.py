@@ -32,10 +32,18 @@ TORCH_STACK = {
 }
 EDGE_MODULES: dict[str, set[str]] = {
     **{name: {"flows/"} for name in ORCHESTRATION},
+    # the worker side of sharded encoding asks its worker how many threads it holds
+    **{name: {"flows/", "pipeline/mining/shard_encode.py"} for name in ("distributed", "ray")},
     **{
-        name: {"model/", "pipeline/mining/teacher.py", "pipeline/judge/cross_encoder.py"}
+        name: {
+            "model/",
+            "pipeline/mining/teacher.py",
+            "pipeline/mining/openvino_runtime.py",  # traces the transformers model once
+            "pipeline/judge/cross_encoder.py",
+        }
         for name in TORCH_STACK
     },
+    "openvino": {"pipeline/mining/openvino_runtime.py"},
     "faiss": {"pipeline/mining/index.py"},
     "vllm": {"pipeline/generation/vllm_backend.py"},
     "openai": {"pipeline/generation/openai_backend.py"},

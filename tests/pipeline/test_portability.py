@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from embedcurate.pipeline.blend import BlendConfig, parse_blend
+from embedcurate.pipeline.blend import MACHINE_LOCAL_KEYS, BlendConfig, parse_blend
 from embedcurate.pipeline.manifest import MANIFEST_NAME, read_manifest
 from embedcurate.pipeline.mining.embed_cache import default_cache_root
 from embedcurate.pipeline.packaged import CACHE_ENV, cache_root
@@ -99,8 +99,10 @@ def test_portable_drops_every_machine_local_field_and_keeps_the_rest(tmp_path) -
     assert "cache_dir" not in portable["generator"]
     assert "out_dir" not in portable["train_after"]
     for section in ("teacher", "generator", "train_after"):
-        kept = {k: v for k, v in resolved[section].items() if k not in ("cache_dir", "out_dir")}
+        kept = {k: v for k, v in resolved[section].items() if k not in MACHINE_LOCAL_KEYS}
         assert portable[section] == kept
+    assert "threads" in resolved["teacher"]  # the teacher's thread cap: this machine's alone
+    assert "threads" not in portable["teacher"]
     assert portable["sources"] == resolved["sources"]
 
 
