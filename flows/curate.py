@@ -52,6 +52,18 @@ RETRY_DELAYS = exponential_backoff(backoff_factor=5)
 RETRIES = {"generate": 2, "mine": 2}  # calls to servers and GPUs fail transiently more often
 
 
+def with_retries(flow_task: Any, name: str, retries: int) -> Any:
+    """The task under `name`, retried `retries` times with growing waits (5 s, 10 s, ...).
+
+    The delays are computed here: Prefect turns a callable `retry_delay_seconds` into a list
+    when the task is decorated, for the decorator's retries (none), and `with_options` keeps
+    that empty list, so a retry would otherwise start at once.
+    """
+    return flow_task.with_options(
+        name=name, retries=retries, retry_delay_seconds=RETRY_DELAYS(retries)
+    )
+
+
 def _retry_unless_config_error(_task: Any, _run: Any, state: Any) -> bool:
     """Retry transient failures only: a configuration error fails the same way every time."""
     try:
@@ -190,7 +202,7 @@ def _input_paths(spec: StageSpec, tables: Tables) -> dict[str, list[str]]:
 
 def _submit(spec: StageSpec, part: Any, blend_path: str, tables: Tables, run_dir: str) -> Any:
     name = spec.part_name(part)
-    options = stage_task.with_options(name=spec.name, retries=RETRIES.get(spec.name, 1))
+    options = with_retries(stage_task, spec.name, RETRIES.get(spec.name, 1))
     return options.submit(spec.name, name, blend_path, _input_paths(spec, tables), run_dir)
 
 
@@ -206,11 +218,11 @@ def _fan_out(spec: StageSpec, part: Any, blend_path: str, tables: Tables, run_di
     assert spec.fan_out is not None
     name = spec.part_name(part)
     retries = RETRIES.get(spec.name, 1)
-    planner = plan_task.with_options(name=f"{spec.name}-plan", retries=retries)
+    planner = with_retries(plan_task, f"{spec.name}-plan", retries)
     pieces = planner.submit(
         spec.name, name, blend_path, _input_paths(spec, tables), run_dir
     ).result()  # no future kept: Dask would redo the plan if the worker holding it died
-    worker = part_task.with_options(name=f"{spec.name}-{spec.fan_out.task_name}", retries=retries)
+    worker = with_retries(part_task, f"{spec.name}-{spec.fan_out.task_name}", retries)
     futures = [worker.submit(spec.name, name, blend_path, piece) for piece in pieces]
     wait(futures)
     for future in futures:

@@ -163,3 +163,15 @@ def test_llm_server_stopped_mid_run_fails_clearly_and_keeps_finished_calls(
     finished = len(ResponseCache(cache_dir))
     assert 3 <= finished <= server.num_calls
     assert not (tmp_path / "run" / "train" / "manifest.json").exists()
+
+
+def test_retried_stage_tasks_wait_longer_before_each_try() -> None:
+    """Prefect freezes a callable delay at decoration (for no retries: no delays) and
+    `with_options(retries=...)` keeps that: the flow's tasks set their delays themselves."""
+    from embedcurate.flows.curate import part_task, plan_task, stage_task, with_retries
+
+    assert stage_task.with_options(retries=2).retry_delay_seconds == []  # what Prefect does
+    assert with_retries(stage_task, "mine", 2).retry_delay_seconds == [5, 10]
+    assert with_retries(plan_task, "mine-plan", 1).retry_delay_seconds == [5]
+    worker = with_retries(part_task, "mine-encode", 2)
+    assert (worker.name, worker.retries, worker.retry_delay_seconds) == ("mine-encode", 2, [5, 10])
