@@ -179,17 +179,15 @@ def teacher_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def child_ours(args: argparse.Namespace) -> None:
+def mine_config(teacher: dict[str, Any]) -> Any:
+    """The mine stage's section for this benchmark: the peer's rule and window, `teacher`."""
     from embedcurate.pipeline.blend import MineStageConfig, parse_blend
-    from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 
-    pin_threads(args.threads, torch_too=False)
-    work = Path(args.work)
-    cfg = parse_blend(
+    blend = parse_blend(
         {
             "name": "bench",
             "sources": [{"name": "bench", "kind": "jsonl", "path": "unused.jsonl"}],
-            "teacher": teacher_settings(args),
+            "teacher": teacher,
             "mining": {
                 "rule": f"percpos:{1 - RELATIVE_MARGIN:g}",
                 "num_negatives": NUM_NEGATIVES,
@@ -198,11 +196,18 @@ def child_ours(args: argparse.Namespace) -> None:
         },
         check_paths=False,
     )
+    return MineStageConfig.of(blend)
+
+
+def child_ours(args: argparse.Namespace) -> None:
+    from embedcurate.pipeline.mining.stage import MineInputs, run_mine
+
+    pin_threads(args.threads, torch_too=False)
+    work = Path(args.work)
+    cfg = mine_config(teacher_settings(args))
     source = "gen" if args.generated else "bench"
     inputs = MineInputs([work / "pairs"], {source: work / "corpus"})
-    report = run_mine(
-        inputs, Path(args.out), MineStageConfig.of(cfg), use_cache=args.cache is not None
-    )
+    report = run_mine(inputs, Path(args.out), cfg, use_cache=args.cache is not None)
     if not args.generated:
         from embedcurate.pipeline.shards import read_shards
 
@@ -222,7 +227,6 @@ def child_workers(args: argparse.Namespace) -> None:
 
     from distributed import Client, LocalCluster
 
-    from embedcurate.pipeline.blend import MineStageConfig, parse_blend
     from embedcurate.pipeline.mining.shard_encode import encode_part, write_plan
     from embedcurate.pipeline.mining.stage import MineInputs, run_mine
     from embedcurate.pipeline.shards import read_manifest
@@ -231,20 +235,7 @@ def child_workers(args: argparse.Namespace) -> None:
     work, out = Path(args.work), Path(args.out)
     settings = teacher_settings(args)
     del settings["threads"]  # each worker pins its teacher to the one thread it holds
-    blend = parse_blend(
-        {
-            "name": "bench",
-            "sources": [{"name": "bench", "kind": "jsonl", "path": "unused.jsonl"}],
-            "teacher": settings,
-            "mining": {
-                "rule": f"percpos:{1 - RELATIVE_MARGIN:g}",
-                "num_negatives": NUM_NEGATIVES,
-                "range_max": RANGE_MAX,
-            },
-        },
-        check_paths=False,
-    )
-    cfg = MineStageConfig.of(blend)
+    cfg = mine_config(settings)
     source = "gen" if args.generated else "bench"
     inputs = MineInputs([work / "pairs"], {source: work / "corpus"})
     with (
