@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from embedcurate.console import console, fail
+from embedcurate.console import console, fail, print_train_shards
 from embedcurate.pipeline.blend import (
     BlendConfig,
     CrossEncoderJudgeConfig,
@@ -188,10 +188,7 @@ def judge_then_template(run_dir: Path, blend: BlendConfig, cfg: JudgeConfig) -> 
         judged_blend, run_dir, ["judge", "template", "card"], tables={"mined": [run_dir / "mined"]}
     )
     print_report(reports["judge"], run_dir / "judged")
-    console.print(
-        f"[green]train shards:[/] {reports['template'].num_kept} rows in {run_dir / 'train'} "
-        "(data card: README.md)"
-    )
+    print_train_shards(reports["template"].num_kept, run_dir / "train")
 
 
 def register(app: typer.Typer) -> None:

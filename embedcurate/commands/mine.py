@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from embedcurate.console import console, fail
+from embedcurate.console import console, fail, print_train_shards
 from embedcurate.pipeline.blend import BlendConfig
 from embedcurate.pipeline.errors import EmbedCurateError
 
@@ -191,10 +191,7 @@ def run_command(
         return
     _, reports = run_stages(blend, out, ["mine", "template", "card"], tables=tables)
     print_report(reports["mine"], out / "mined")
-    console.print(
-        f"[green]train shards:[/] {reports['template'].num_kept} rows in {out / 'train'} "
-        "(data card: README.md)"
-    )
+    print_train_shards(reports["template"].num_kept, out / "train")
 
 
 def register(app: typer.Typer) -> None:
