@@ -12,7 +12,8 @@ its heavy work planned in one task and spread as one task per piece over the wor
 the work wants a GPU, every one of these tasks and the stage's own take one); the stage task
 then finds that work done. Under the thread
 runner the stage does the same work itself, in the same pieces, so the output is the same.
-(Stages that read nothing do not fan out yet.)
+Generation fans out too (its requests); the other stages that read nothing start while it
+does.
 """
 
 from __future__ import annotations
@@ -260,6 +261,24 @@ def _fan_out_gpus(active: list[tuple[StageSpec, Any]]) -> dict[str, bool]:
     return gpus
 
 
+def _start(
+    spec: StageSpec,
+    part: Any,
+    blend_path: str,
+    tables: Tables,
+    run_dir: str,
+    fan_out_gpus: dict[str, bool],
+) -> Any:
+    """Submit one part of a stage; a stage that spreads work over the workers has it done
+    first (`_fan_out`, which returns when every piece is done)."""
+    # the stage's own task takes a GPU as its pieces do: on Ray a task without one sees
+    # none, and the teacher must resolve alike (dtype) for all of them
+    with _gpus_if(fan_out_gpus.get(spec.name, False)):
+        if spec.name in fan_out_gpus:
+            _fan_out(spec, part, blend_path, tables, run_dir)
+        return _submit(spec, part, blend_path, tables, run_dir)
+
+
 def _merge(tables: Tables, spec: StageSpec, result: dict[str, list[str]]) -> None:
     merge_tables(tables, spec, {t: [Path(d) for d in dirs] for t, dirs in result.items()})
 
@@ -274,22 +293,22 @@ def curate_stages_flow(blend_path: str, out_dir: str) -> dict[str, Any]:
     active = [(spec, section) for spec, section in active if section is not None]
     fan_out_gpus = _fan_out_gpus(active)
     producers = [
-        (spec, _submit(spec, part, blend_path, tables, out_dir))
-        for spec, section in active
-        if not spec.reads
-        for part in spec.parts(section)
+        (spec, part) for spec, section in active if not spec.reads for part in spec.parts(section)
     ]
-    for spec, future in producers:
-        _merge(tables, spec, future.result())
+    # producers whose work is spread over the workers start last, so the others run meanwhile
+    started = {
+        index: _start(spec, part, blend_path, tables, out_dir, fan_out_gpus)
+        for index, (spec, part) in sorted(
+            enumerate(producers), key=lambda item: item[1][0].name in fan_out_gpus
+        )
+    }
+    for index, (spec, _) in enumerate(producers):  # merged in registry order, as threads do
+        _merge(tables, spec, started[index].result())
     for spec, section in active:
         if spec.reads:
             for part in spec.parts(section):
-                # the stage's own task takes a GPU as its pieces do: on Ray a task without
-                # one sees none, and the teacher must resolve alike (dtype) for all of them
-                with _gpus_if(fan_out_gpus.get(spec.name, False)):
-                    if spec.name in fan_out_gpus:
-                        _fan_out(spec, part, blend_path, tables, out_dir)
-                    _merge(tables, spec, _submit(spec, part, blend_path, tables, out_dir).result())
+                future = _start(spec, part, blend_path, tables, out_dir, fan_out_gpus)
+                _merge(tables, spec, future.result())
     (train_dir,) = tables["train"]
     return {
         "run_dir": out_dir,

@@ -127,9 +127,35 @@ def _generate_outputs(_: Tables, run_dir: Path, __: GenerateStageConfig) -> Tabl
 
 
 def _run_generate(_: Tables, ctx: StageContext, cfg: GenerateStageConfig) -> StageReport:
+    from embedcurate.pipeline.generation.shard_generate import absorb_parts, remove_plan
     from embedcurate.pipeline.generation.stage import run_generate
 
-    return run_generate(ctx.run_dir / "pairs" / "synthetic", cfg)
+    out_dir = ctx.run_dir / "pairs" / "synthetic"
+    absorb_parts(cfg.generator, out_dir)  # what the workers generated, when they did
+    report = run_generate(out_dir, cfg)
+    remove_plan(cfg.generator, out_dir)
+    return report
+
+
+def _plan_generate(_: Tables, ctx: StageContext, cfg: GenerateStageConfig) -> list[str]:
+    from embedcurate.pipeline.generation.shard_generate import write_plan
+
+    return write_plan(cfg, ctx.run_dir / "pairs" / "synthetic")
+
+
+def _generate_part(part: str, cfg: GenerateStageConfig) -> None:
+    from embedcurate.pipeline.generation.shard_generate import generate_part
+
+    generate_part(part, cfg)
+
+
+def _generator_device(cfg: GenerateStageConfig) -> DeviceNeed:
+    """vLLM runs on a GPU; llama.cpp (the CPU build) and a server's clients do not."""
+    return "gpu" if cfg.generator.backend == "vllm" else "cpu"
+
+
+def _no_check(_cfg: Any, _runner: str) -> None:
+    """Generation spreads under any settings: its responses are always cached."""
 
 
 def _decontaminate_section(blend: BlendConfig) -> DecontaminateStageConfig | None:
@@ -244,6 +270,13 @@ STAGES: tuple[StageSpec, ...] = (
         section=lambda blend: GenerateStageConfig.of(blend) if blend.generator else None,
         run=_run_generate,
         outputs=_generate_outputs,
+        fan_out=FanOut(
+            task_name="requests",
+            check=_no_check,
+            plan=_plan_generate,
+            run_part=_generate_part,
+            device=_generator_device,
+        ),
     ),
     StageSpec(
         name="decontaminate",

@@ -33,7 +33,7 @@ TORCH_STACK = {
 EDGE_MODULES: dict[str, set[str]] = {
     **{name: {"flows/"} for name in ORCHESTRATION},
     # the worker side of sharded encoding asks its worker how many threads it holds
-    **{name: {"flows/", "pipeline/mining/shard_encode.py"} for name in ("distributed", "ray")},
+    **{name: {"flows/", "pipeline/fan_out.py"} for name in ("distributed", "ray")},
     **{
         name: {
             "model/",

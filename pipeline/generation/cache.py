@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from embedcurate.pipeline.atomic import sha256_json
 from embedcurate.pipeline.generation.types import (
@@ -37,18 +37,46 @@ def cache_key(request: GenerationRequest, model_identity: str) -> str:
     return sha256_json(request.cache_payload(model_identity))
 
 
+def generation_folder(cache_dir: Path) -> Path:
+    """The folder of a cache directory's response cache (and of generation plans)."""
+    return Path(cache_dir) / "generation"
+
+
+class ResponseStore(Protocol):
+    """Where a `CachingGenerator` looks responses up and keeps new ones."""
+
+    def get(self, key: str) -> GenerationResult | None: ...
+
+    def put(self, key: str, model_identity: str, result: GenerationResult) -> None: ...
+
+
 class ResponseCache:
-    """Thread-safe store of finished responses in `cache_dir/generation/responses.sqlite`."""
+    """Thread-safe store of finished responses in `cache_dir/generation/responses.sqlite`.
+
+    `part_file(path)` opens another file: a part of the work on a worker (`shard_generate`)
+    writes to a file of its own.
+    """
 
     def __init__(self, cache_dir: Path) -> None:
-        self.path = Path(cache_dir) / "generation" / RESPONSES_FILE
+        self._open(generation_folder(cache_dir) / RESPONSES_FILE, journal="WAL")
+
+    @classmethod
+    def part_file(cls, path: Path) -> ResponseCache:
+        """A cache in `path` with a rollback journal rather than the write-ahead log: one
+        process writes it, and a folder several machines share (NFS) cannot hold a WAL."""
+        cache = cls.__new__(cls)
+        cache._open(path, journal="DELETE")
+        return cache
+
+    def _open(self, path: Path, journal: str) -> None:
+        self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=60, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA journal_mode={journal}")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS responses ("
@@ -75,6 +103,21 @@ class ResponseCache:
                 "VALUES (?, ?, ?, ?)",
                 (key, model_identity, payload, now_iso()),
             )
+
+    def absorb(self, other: Path) -> int:
+        """Copy the responses of another cache file (a part's) that this one lacks; returns
+        how many it copied. One transaction: a crash copies all or nothing."""
+        with self._lock:
+            before = self._conn.total_changes
+            self._conn.execute("ATTACH DATABASE ? AS part", (str(other),))
+            try:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO responses SELECT key, model, response, created_at "
+                    "FROM part.responses"
+                )
+            finally:
+                self._conn.execute("DETACH DATABASE part")
+            return self._conn.total_changes - before
 
     def __len__(self) -> int:
         with self._lock:
@@ -113,7 +156,7 @@ class CachingGenerator:
     """A backend behind the cache: only misses reach the backend, each cached on arrival."""
 
     def __init__(
-        self, backend: GeneratorBackend, cache: ResponseCache, *, progress: bool = False
+        self, backend: GeneratorBackend, cache: ResponseStore, *, progress: bool = False
     ) -> None:
         self.backend = backend
         self.cache = cache

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from embedcurate.pipeline.blend import GeneratorConfig
+from embedcurate.pipeline.fan_out import worker_threads
 from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
@@ -49,7 +50,9 @@ def resolve_gguf(model: str, cache_dir: Path) -> Path:
 
 
 def default_threads() -> int:
-    """`$EMBEDCURATE_LLAMA_THREADS`, else half the usable cores (llama.cpp's own default).
+    """`$EMBEDCURATE_LLAMA_THREADS`, else the threads the task holds on a Dask or Ray worker
+    (two workers on one machine must not each take every core), else half the usable cores
+    (llama.cpp's own default).
 
     Not all of them: llama.cpp's threads wait for each other at every layer, so when another
     process holds a core the whole step stalls. Measured on the shared 2-core machine while
@@ -58,7 +61,7 @@ def default_threads() -> int:
     configured = os.environ.get(THREADS_ENV)
     if configured:
         return max(1, int(configured))
-    return max(1, len(os.sched_getaffinity(0)) // 2)
+    return worker_threads() or max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def load_llama(
@@ -99,11 +102,16 @@ class EmbeddedBackend:
         self.model_path = resolve_gguf(cfg.model, cfg.cache_dir or cache_root())
         self.model_id = cfg.model
         self.cache_identity = f"gguf:{cfg.model}:{self.model_path.stat().st_size}"
-        n_ctx = max(CONTEXT_TOKENS, cfg.max_tokens + PROMPT_TOKENS)
-        self._llm, self._lock = load_llama(self.model_path, n_ctx)
+        self._n_ctx = max(CONTEXT_TOKENS, cfg.max_tokens + PROMPT_TOKENS)
+        self._llm: Any = None  # loaded by the first request
+        self._lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: ResultCallback) -> None:
+        """Loads the model on the first request: a run whose answers are all cached (a rerun,
+        or the stage after workers generated its parts) never loads it."""
+        if requests and self._llm is None:
+            self._llm, self._lock = load_llama(self.model_path, self._n_ctx)
         for index, request in enumerate(requests):
             try:
                 with self._lock:

@@ -296,9 +296,14 @@ def generate_candidates(
     plan: GenerationPlan,
     synthetic_type: str,
     tasks: list[str],
+    first_task_index: int = 0,
 ) -> list[Candidate]:
+    """One candidate per (task, example); `tasks` may be a slice of the brainstormed list
+    that starts at `first_task_index` (a part of the work on a worker, `shard_generate`):
+    draws and seeds follow the task's index in the whole list, so a part asks exactly what
+    the whole list would."""
     candidates, requests = [], []
-    for task_index, task in enumerate(tasks):
+    for task_index, task in enumerate(tasks, start=first_task_index):
         for example_index in range(plan.cfg.examples_per_task):
             rng = random.Random(f"{plan.seed}|{synthetic_type}|{task_index}|{example_index}")
             attributes = template.draw_attributes(rng)
@@ -519,6 +524,37 @@ def candidate_row(
 # --- the stage -------------------------------------------------------------------------------
 
 
+def generation_plan(stage_cfg: GenerateStageConfig) -> GenerationPlan:
+    cfg = stage_cfg.generator
+    form = prompt_form(cfg)
+    return GenerationPlan(
+        cfg=cfg, seed=stage_cfg.seed, form=form, guided=wants_guided_json(cfg, form)
+    )
+
+
+def load_templates(cfg: GeneratorConfig) -> dict[str, tuple[PromptTemplate, PromptTemplate]]:
+    """The (brainstorm, generate) templates of each synthetic task type of the blend."""
+    return {
+        t: (load_template("brainstorm", t), load_template("generate", t)) for t in cfg.task_types
+    }
+
+
+def response_cache(cfg: GeneratorConfig) -> ResponseCache:
+    return ResponseCache(cfg.cache_dir or cache_root())
+
+
+def brainstorm_all(
+    generator: CachingGenerator,
+    templates: dict[str, tuple[PromptTemplate, PromptTemplate]],
+    plan: GenerationPlan,
+) -> dict[str, list[str]]:
+    """The task definitions of every synthetic type (a planner's whole brainstorm step)."""
+    return {
+        synthetic_type: brainstorm_tasks(generator, brainstorm_template, plan, synthetic_type)[0]
+        for synthetic_type, (brainstorm_template, _) in templates.items()
+    }
+
+
 def run_generate(
     out_dir: Path, stage_cfg: GenerateStageConfig, *, progress: bool = False
 ) -> StageReport:
@@ -526,14 +562,10 @@ def run_generate(
     out_dir = Path(out_dir)
     cfg = stage_cfg.generator
     report = StageReport(stage="generate", out_dir=str(out_dir))
-    form = prompt_form(cfg)
-    plan = GenerationPlan(
-        cfg=cfg, seed=stage_cfg.seed, form=form, guided=wants_guided_json(cfg, form)
-    )
-    templates = {
-        t: (load_template("brainstorm", t), load_template("generate", t)) for t in cfg.task_types
-    }
-    cache = ResponseCache(cfg.cache_dir or cache_root())
+    plan = generation_plan(stage_cfg)
+    form = plan.form
+    templates = load_templates(cfg)
+    cache = response_cache(cfg)
     backend = make_backend(cfg)
     generator = CachingGenerator(backend, cache, progress=progress)
     timings: dict[str, float] = {}

@@ -48,7 +48,15 @@ class VLLMBackend:
         self.cfg = cfg
         self.model_id = cfg.model
         self.cache_identity = f"vllm:{cfg.model}"
-        self._llm = LLM(model=cfg.model, seed=0)
+        self._engine = LLM
+        self._llm: Any = None
+
+    def _loaded(self) -> Any:
+        """The engine, started on the first request: a run whose answers are all cached (a
+        rerun, or the stage after workers generated its parts) never takes the GPU."""
+        if self._llm is None:
+            self._llm = self._engine(model=self.cfg.model, seed=0)
+        return self._llm
 
     def _sampling_params(self, request: GenerationRequest) -> Any:
         from vllm import SamplingParams
@@ -73,10 +81,10 @@ class VLLMBackend:
                         ]
                         for i in indices
                     ]
-                    outputs = self._llm.chat(conversations, sampling_params=params)
+                    outputs = self._loaded().chat(conversations, sampling_params=params)
                 else:
                     prompts = [requests[i].prompt.text for i in indices]
-                    outputs = self._llm.generate(prompts, sampling_params=params)
+                    outputs = self._loaded().generate(prompts, sampling_params=params)
             except (RuntimeError, ValueError) as exc:
                 raise GenerationError(f"vllm backend ({self.model_id}): {exc}") from exc
             for index, output in zip(indices, outputs, strict=True):
@@ -93,6 +101,8 @@ class VLLMBackend:
 
     def close(self) -> None:
         """Free the GPU for the stages after generation (mining encodes on it)."""
+        if self._llm is None:
+            return
         shutdown = getattr(self._llm, "shutdown", None)
         if callable(shutdown):
             shutdown()

@@ -20,20 +20,18 @@ folder, and says so, instead of encoding into a cache the mine stage never reads
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import os
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedcurate.pipeline.atomic import temp_path_for
 from embedcurate.pipeline.blend import MineStageConfig, TeacherConfig
 from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.fan_out import PLANS_DIR, PlanWriter, plan_name, worker_threads
 from embedcurate.pipeline.mining.embed_cache import text_keys
 from embedcurate.pipeline.mining.encode_plan import EncodePlan, planned_part_size
 from embedcurate.pipeline.mining.stage import (
@@ -48,17 +46,10 @@ from embedcurate.pipeline.mining.teacher import load_teacher, shared_teacher
 
 logger = logging.getLogger(__name__)
 
-PLANS_DIR = "plans"
 TEXT_COLUMN = "text"
 
 
-def plan_name(mined_dir: Path) -> str:
-    """The folder of a mine output's plans: the stage removes it once it has mined."""
-    return hashlib.blake2b(str(Path(mined_dir).resolve()).encode(), digest_size=8).hexdigest()
-
-
 def write_part(path: Path, texts: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({TEXT_COLUMN: pa.array(texts, type=pa.large_string())})
     pq.write_table(table, path, compression="zstd")
 
@@ -72,54 +63,21 @@ def write_plan(inputs: MineInputs, cfg: MineStageConfig, mined_dir: Path) -> lis
     path relative to the cache's root (`<teacher>/plans/...`), in plan order (none when every
     document is cached).
 
-    A plan, once written, never changes: parts are written into a folder of their own and
-    the folder is renamed, last, to a digest of its texts. A planner that runs again while
-    parts of the first plan are still being encoded (Dask recomputes a result a dead worker
-    held) writes the same folder or, once some parts are cached, another one; either way a
-    part task never reads a part other than the one it was given. The teacher's weights are
-    not loaded: planning needs its fingerprint and prefixes only.
+    The plan folder is written once and never changes (`pipeline.fan_out`). The teacher's
+    weights are not loaded: planning needs its fingerprint and prefixes only.
     """
     teacher = load_teacher(cfg.teacher)
     cache = open_cache(cfg, teacher, use_cache=True)
     assert cache is not None
-    plans = cache.folder / PLANS_DIR / plan_name(mined_dir)
-    staging = temp_path_for(plans / "plan")
-    shutil.rmtree(staging, ignore_errors=True)  # what a planner killed here left
-    digest = hashlib.blake2b(digest_size=8)
-    names: list[str] = []
+    writer = PlanWriter(cache.folder / PLANS_DIR / plan_name(mined_dir))
     part_size = planned_part_size(cfg.mining.encode_part_size, count_documents(inputs))
     plan = EncodePlan(pool_document_texts(inputs, teacher), cache, part_size)
-    for number, texts in enumerate(plan):
-        names.append(f"part-{number:05d}.parquet")
-        write_part(staging / names[-1], texts)
-        digest.update(np.int64(len(texts)).tobytes() + text_keys(texts).tobytes())
-    final = plans / digest.hexdigest()
-    if names and not final.is_dir():
-        with contextlib.suppress(OSError):  # another planner renamed the same plan first
-            os.replace(staging, final)
-    shutil.rmtree(staging, ignore_errors=True)
-    logger.info("encode plan: %d texts to encode in %d part(s)", plan.num_texts, len(names))
-    return [(final / name).relative_to(cache.folder.parent).as_posix() for name in names]
-
-
-def worker_threads() -> int | None:
-    """The CPU threads this task holds on its worker (a Dask worker's threads, Ray's CPU
-    assignment); None outside a worker."""
-    try:
-        from distributed import get_worker
-
-        return int(get_worker().state.nthreads)
-    except (ImportError, ValueError):
-        pass
-    try:
-        import ray
-    except ImportError:
-        return None
-    if ray.is_initialized():
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-        if cpus:
-            return max(1, int(cpus))
-    return None
+    for texts in plan:
+        content = np.int64(len(texts)).tobytes() + text_keys(texts).tobytes()
+        writer.add(partial(write_part, texts=texts), content, ".parquet")
+    parts = writer.commit()
+    logger.info("encode plan: %d texts to encode in %d part(s)", plan.num_texts, len(parts))
+    return [path.relative_to(cache.folder.parent).as_posix() for path in parts]
 
 
 def pinned_to_worker(cfg: TeacherConfig) -> TeacherConfig:

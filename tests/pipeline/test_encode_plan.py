@@ -13,11 +13,12 @@ import pytest
 
 from embedcurate.pipeline.blend import MineStageConfig, parse_blend
 from embedcurate.pipeline.errors import ConfigError
+from embedcurate.pipeline.fan_out import PLANS_DIR
 from embedcurate.pipeline.manifest import read_manifest
 from embedcurate.pipeline.mining import embed_cache
 from embedcurate.pipeline.mining.embed_cache import ENCODE_PART, EmbeddingCache, text_keys
 from embedcurate.pipeline.mining.encode_plan import EncodePlan, group_size
-from embedcurate.pipeline.mining.shard_encode import PLANS_DIR, encode_part, write_plan
+from embedcurate.pipeline.mining.shard_encode import encode_part, write_plan
 from embedcurate.pipeline.mining.stage import MineInputs, run_mine
 from embedcurate.pipeline.mining.teacher import HFTeacher, release_shared_teacher
 from embedcurate.pipeline.schemas import TableKind, rows_to_table

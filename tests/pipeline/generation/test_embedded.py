@@ -9,7 +9,13 @@ import pytest
 
 from embedcurate.pipeline.blend import BlendConfig, GenerateStageConfig, GeneratorConfig
 from embedcurate.pipeline.generation.embedded_backend import EmbeddedBackend
+from embedcurate.pipeline.generation.prompts import RenderedPrompt
 from embedcurate.pipeline.generation.stage import run_generate
+from embedcurate.pipeline.generation.types import (
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+)
 from embedcurate.pipeline.manifest import read_manifest
 from embedcurate.pipeline.packaged import packaged_gemma_path
 from embedcurate.pipeline.report import StageReport
@@ -72,10 +78,24 @@ def test_embedded_generation_end_to_end_then_all_from_cache(
 
 
 @pytest.mark.slow
-def test_the_model_is_loaded_once_per_process(embedded_cache_dir: Path) -> None:
+def test_the_model_is_loaded_once_per_process_by_the_first_request(
+    embedded_cache_dir: Path,
+) -> None:
     blend = _blend(embedded_cache_dir)
     assert blend.generator is not None
     first, second = EmbeddedBackend(blend.generator), EmbeddedBackend(blend.generator)
+    first.generate([], lambda *_: None)
+    assert first._llm is None  # nothing asked, nothing loaded (an all-cached run)
+    request = GenerationRequest(
+        RenderedPrompt("completion", text="The capital of France is"),
+        SamplingParams(max_tokens=2, temperature=0.0, top_p=1.0, seed=1),
+    )
+    answers: list[GenerationResult] = []
+    for backend in (first, second):
+        backend.generate([request], lambda _, result: answers.append(result))
+    assert first._llm is not None
     assert first._llm is second._llm
+    assert answers[0].text == answers[1].text
+    assert answers[0].completion_tokens > 0
     assert first.cache_identity == second.cache_identity
     assert os.path.realpath(first.model_path).endswith("gemma-3-270m-q4_k_m.gguf")
