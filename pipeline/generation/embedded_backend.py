@@ -9,11 +9,12 @@ This is the only module that imports `llama_cpp`, and it does so lazily.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from embedcurate.pipeline.generation.types import (
     GenerationResult,
     ResultCallback,
 )
+from embedcurate.pipeline.hardware import cpu_has_amx
 from embedcurate.pipeline.packaged import PACKAGED_GEMMA, cache_root, packaged_gemma_path
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,36 @@ def default_threads() -> int:
     return worker_threads() or max(1, len(os.sched_getaffinity(0)) // 2)
 
 
+@contextlib.contextmanager
+def weights_in_plain_buffers() -> Iterator[None]:
+    """Models loaded inside keep their weights out of llama.cpp's extra buffer types (AMX
+    tiles, repacked layouts) on CPUs with AMX.
+
+    On a CPU with AMX, llama-cpp-python 0.3.36 built for the host puts Gemma 3's weights in
+    AMX buffers and dies of a segmentation fault on the first decode; in plain buffers the
+    same model answers (2-core Xeon with AMX, 2026-12-02). `Llama` has no option for this, so
+    the default model parameters it starts from are wrapped while it loads (under the
+    models' lock: no other load runs meanwhile).
+    """
+    import llama_cpp.llama_cpp as bindings
+
+    defaults = bindings.llama_model_default_params
+    if not cpu_has_amx() or not hasattr(defaults(), "use_extra_bufts"):
+        yield
+        return
+
+    def plain_params() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = plain_params
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
+
+
 def load_llama(
     path: Path, n_ctx: int = CONTEXT_TOKENS, n_threads: int | None = None
 ) -> tuple[Any, threading.Lock]:
@@ -76,14 +108,15 @@ def load_llama(
             from llama_cpp import Llama
 
             logger.info("loading %s (n_ctx=%d, %d threads)", path, n_ctx, threads)
-            model = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                seed=0,
-                verbose=False,
-            )
+            with weights_in_plain_buffers():
+                model = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    seed=0,
+                    verbose=False,
+                )
             _MODELS[key] = (model, threading.Lock())
         return _MODELS[key]
 
@@ -153,3 +186,23 @@ class EmbeddedBackend:
 
     def close(self) -> None:
         """The model stays loaded for the rest of the process (loading is the slow part)."""
+
+
+def serve(argv: list[str]) -> None:
+    """llama.cpp's OpenAI-compatible server (`python -m llama_cpp.server` and its options),
+    loading the model as this backend does (`weights_in_plain_buffers`):
+
+        python -m embedcurate.pipeline.generation.embedded_backend --model MODEL.gguf ...
+    """
+    import runpy
+    import sys
+
+    sys.argv = ["llama_cpp.server", *argv]
+    with weights_in_plain_buffers():
+        runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve(sys.argv[1:])

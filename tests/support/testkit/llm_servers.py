@@ -5,8 +5,9 @@
   documents agree), it counts every call, and it misbehaves on demand: stalls, dropped
   connections, broken JSON bodies, 5xx/4xx answers (a 401 that echoes the Authorization
   header, as some proxies do), refused response formats.
-- `LlamaServer`: llama.cpp's own server (`python -m llama_cpp.server`) on the packaged
-  Gemma, counting the calls it logs.
+- `LlamaServer`: llama.cpp's own server (`python -m llama_cpp.server`, started through the
+  embedded backend so it loads the model alike) on the packaged Gemma, counting the calls
+  it logs.
 """
 
 from __future__ import annotations
@@ -328,7 +329,7 @@ class LlamaServer:
             [
                 sys.executable,
                 "-m",
-                "llama_cpp.server",
+                "embedcurate.pipeline.generation.embedded_backend",  # llama_cpp.server
                 "--model",
                 str(model_path),
                 "--host",
