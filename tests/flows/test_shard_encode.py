@@ -140,12 +140,13 @@ def test_a_runner_without_the_shared_cache_is_refused_before_it_starts(
     assert not (tmp_path / "run").exists()
 
 
-def _fan_out_decision(task_runner: Any, device: str) -> dict[str, bool]:
-    """What the curate flow decides for the mine stage's tasks on this runner's cluster."""
+def _fan_out_decision(task_runner: Any, device: str, backend: str) -> dict[str, bool]:
+    """What the curate flow decides for the mine and generate stages' tasks on this runner's
+    cluster (the generator is never started: deciding needs its settings only)."""
     from prefect import flow
 
     from embedcurate.flows.curate import _fan_out_gpus
-    from embedcurate.pipeline.blend import MineStageConfig, parse_blend
+    from embedcurate.pipeline.blend import parse_blend
     from embedcurate.pipeline.stages import get_stage
 
     blend = parse_blend(
@@ -153,22 +154,24 @@ def _fan_out_decision(task_runner: Any, device: str) -> dict[str, bool]:
             "name": "t",
             "sources": [{"name": "unit", "kind": "jsonl", "path": "unused.jsonl"}],
             "teacher": {"model": "hashing:16", "device": device},
+            "generator": {"backend": backend, "model": "some-llm", "base_url": "http://x/v1"},
         },
         check_paths=False,
     )
-    section = MineStageConfig.of(blend)
+    stages = [get_stage(name) for name in ("generate", "mine")]
+    active = [(spec, spec.section(blend)) for spec in stages]
 
     @flow(task_runner=task_runner)
     def decide() -> dict[str, bool]:
-        return _fan_out_gpus([(get_stage("mine"), section)])
+        return _fan_out_gpus(active)
 
     return decide()
 
 
 def test_dask_tasks_take_a_gpu_where_the_cluster_declares_gpus(prefect_harness) -> None:
     """An in-process cluster whose workers declare a GPU resource (none is needed to run):
-    `auto` and `cuda` take one per task, `cpu` does not, and the request reaches the
-    scheduler as a resource restriction."""
+    teachers on `auto` and `cuda` take one per task, on `cpu` do not, generation takes one
+    for vLLM only, and the request reaches the scheduler as a resource restriction."""
     from distributed import LocalCluster
     from prefect_dask import DaskTaskRunner
 
@@ -178,7 +181,10 @@ def test_dask_tasks_take_a_gpu_where_the_cluster_declares_gpus(prefect_harness) 
         n_workers=2, processes=False, resources={"GPU": 1}, dashboard_address=None
     ) as cluster:
         runner = DaskTaskRunner(address=cluster.scheduler_address)
-        decisions = {d: _fan_out_decision(runner, d) for d in ("auto", "cuda:0", "cpu")}
+        decisions = {
+            (device, backend): _fan_out_decision(runner, device, backend)
+            for device, backend in (("auto", "openai"), ("cuda:0", "vllm"), ("cpu", "embedded"))
+        }
         with runner.duplicate() as started:
             assert cluster_gpus(started) == 2
             with gpu_request(started):
@@ -189,5 +195,9 @@ def test_dask_tasks_take_a_gpu_where_the_cluster_declares_gpus(prefect_harness) 
                     dask_scheduler.tasks[key].resource_restrictions
                 )
             )
-    assert decisions == {"auto": {"mine": True}, "cuda:0": {"mine": True}, "cpu": {"mine": False}}
+    assert decisions == {
+        ("auto", "openai"): {"generate": False, "mine": True},
+        ("cuda:0", "vllm"): {"generate": True, "mine": True},
+        ("cpu", "embedded"): {"generate": False, "mine": False},
+    }
     assert restrictions == {"GPU": 1}

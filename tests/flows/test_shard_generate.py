@@ -8,6 +8,8 @@ test; the server counts them.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,22 @@ def test_dask_workers_generate_the_parts_survive_a_death_and_write_what_threads_
     assert part_keys  # the parts ran as tasks on the workers
     workers = {line.split()[1] for line in log.read_text().splitlines()}
     assert len(workers) >= 2  # in more than one worker process
+
+
+@pytest.mark.slow  # about 25 s: a local Ray whose workers import the pipeline
+def test_ray_workers_generate_the_parts_and_write_what_threads_write(
+    in_one_process: Any, server: ScriptedServer, tmp_path: Path, prefect_harness: None, capfd
+) -> None:
+    from embedcurate.flows.curate import curate_flow
+    from testkit.clusters import local_ray
+
+    root, reference, reference_calls = in_one_process
+    blend = write_generate_blend(root, server, f"ray-{tmp_path.name}")
+    with local_ray(num_cpus=2):
+        calls = calls_made(server, lambda: curate_flow(str(blend), str(tmp_path / "run"), "ray"))
+    assert synthetic_hashes(tmp_path / "run") == reference
+    assert calls == reference_calls
+    # Ray forwards a worker's output to the driver as "(task pid=N) ..."
+    part_pids = set(re.findall(r"\(generate-requests pid=(\d+)\)", capfd.readouterr().err))
+    assert part_pids  # the parts ran as Ray tasks, in worker processes
+    assert str(os.getpid()) not in part_pids
