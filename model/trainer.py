@@ -20,7 +20,8 @@ with gradient checkpointing (see BackboneConfig).
 Layout of a run folder:
 
     train_config.json                      the resolved TrainConfig and the shard set
-    train_log.jsonl                        one line per optimizer step: loss, accuracy, lr
+    train_log.jsonl                        one line per optimizer step: loss, accuracy, lr,
+                                           tokens, seconds (wall) and cpu_seconds
     checkpoints/stage1-step00000500/       model/ (adapter, latent layer, embedder config),
                                            optimizer.pt (optimizer tensors, read back with
                                            weights_only=True), scheduler.json, random_state.json,
@@ -188,11 +189,12 @@ class Trainer:
         step = start_step
         while step < stage_cfg.max_steps:
             micro_batches = [next(stream) for _ in range(stage_cfg.grad_accum_steps)]
+            clocks = _StepClocks.start()
             stats = self._optimizer_step(stage_cfg, micro_batches, optimizer)
             scheduler.step()
             step += 1
             history.append(stats)
-            self._log_step(stage, step, stats, scheduler.get_last_lr()[0], bar)
+            self._log_step(stage, step, stats, scheduler.get_last_lr()[0], clocks.stop(), bar)
             if step % self.cfg.checkpoint_every == 0 or step == stage_cfg.max_steps:
                 self._save_checkpoint(stage, step, optimizer, scheduler)
         if bar is not None:
@@ -361,7 +363,10 @@ class Trainer:
 
         return tqdm(total=total, initial=start, desc=f"stage {stage}", unit="step")
 
-    def _log_step(self, stage: int, step: int, stats: StepStats, lr: float, bar: Any) -> None:
+    def _log_step(
+        self, stage: int, step: int, stats: StepStats, lr: float, clocks: dict[str, float], bar: Any
+    ) -> None:
+        """One line of train_log.jsonl, with the step's wall and CPU seconds (see _StepClocks)."""
         if not self.accelerator.is_main_process:
             return
         record = {
@@ -371,6 +376,7 @@ class Trainer:
             "accuracy": stats.accuracy,
             "lr": lr,
             "tokens": stats.num_tokens,
+            **clocks,
         }
         with (self.out_dir / LOG_FILE).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -501,6 +507,26 @@ def _mixed_precision(cfg: TrainConfig) -> str:
         return "no"
     use_gpu = cfg.device != "cpu" and torch.cuda.is_available()
     return "bf16" if use_gpu else "no"
+
+
+@dataclass(frozen=True)
+class _StepClocks:
+    """Wall and process CPU time of one optimizer step (embedding, backward, optimizer; no
+    loading or checkpoints). CPU seconds compare steps fairly on a shared machine, where other
+    jobs stretch the wall time but not the work done."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def start(cls) -> _StepClocks:
+        return cls(time.perf_counter(), time.process_time())
+
+    def stop(self) -> dict[str, float]:
+        return {
+            "seconds": round(time.perf_counter() - self.wall, 3),
+            "cpu_seconds": round(time.process_time() - self.cpu, 3),
+        }
 
 
 def _schedule(cfg: StageConfig) -> Any:

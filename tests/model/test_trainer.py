@@ -81,6 +81,7 @@ def test_a_few_steps_on_a_small_retrieval_set_lower_the_loss(
     ]
     assert [r["step"] for r in log] == list(range(1, 13))
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in log)
+    assert all(r["seconds"] > 0 and r["cpu_seconds"] > 0 for r in log)  # the step's own clocks
     saved = json.loads((tmp_path / "run" / "train_report.json").read_text())
     assert saved["stages"][0]["steps"] == 12
 
