@@ -365,7 +365,8 @@ def judge_check(args: argparse.Namespace, num_pairs: int) -> dict[str, Any]:
     }
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options; `bench/trainer_precision.py` reads its student's defaults here."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--beir", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
@@ -390,7 +391,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--judge-check", type=int, default=0, help="only score the LLM judge on N labelled pairs"
     )
-    return parser.parse_args()
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def main() -> None:

@@ -140,7 +140,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
-    precision: Precision = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    # auto: bf16 autocast on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32
+    precision: Precision = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     shuffle_buffer: int = 10_000  # rows shuffled together while streaming shards
     progress: bool = True

@@ -18,6 +18,11 @@ the constants fitted to measured peak RSS of a forward and backward of the packa
 with LoRA on every linear layer (their dropout copies each layer's inputs), 630-890 KiB per
 token at 128-512 tokens, with SAFETY_FACTOR on top. With gradient checkpointing only each
 layer's input is kept, plus one layer's full activations during its recomputation.
+
+The bytes per value are the backbone weights' (4 on CPU, where they stay float32), also under
+bf16 autocast: autocast keeps matmul inputs in bf16, so the float32 estimate is an upper bound
+there (the data-quality student's peak RSS was 3.0-3.2 GiB under bf16 against 3.9-4.3 GiB
+in fp32, same chunks; `bench/RESULTS.md`).
 """
 
 from __future__ import annotations

@@ -14,13 +14,16 @@ dropout masks match the first pass.
 
 `accelerate` runs the same loop on one CPU, one GPU or several (DDP or FSDP through
 `accelerate launch`): each process takes every n-th micro-batch of the same seeded stream,
-and gradients are synchronised once per optimizer step. On GPUs it runs under bf16 autocast
-with gradient checkpointing (see BackboneConfig).
+and gradients are synchronised once per optimizer step. `precision: auto` runs under bf16
+autocast on GPUs and on CPUs that compute bf16 natively (AVX512-BF16, AMX: a MiniLM step is
+1.5x faster there, `bench/RESULTS.md`), in fp32 on other CPUs; `train_config.json` records the
+precision that ran. GPUs add gradient checkpointing (see BackboneConfig).
 
 Layout of a run folder:
 
     train_config.json                      the resolved TrainConfig and the shard set
-    train_log.jsonl                        one line per optimizer step: loss, accuracy, lr
+    train_log.jsonl                        one line per optimizer step: loss, accuracy, lr,
+                                           tokens, seconds (wall) and cpu_seconds
     checkpoints/stage1-step00000500/       model/ (adapter, latent layer, embedder config),
                                            optimizer.pt (optimizer tensors, read back with
                                            weights_only=True), scheduler.json, random_state.json,
@@ -43,7 +46,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -60,6 +63,7 @@ from embedcurate.model.embedder import Embedder, build_embedder
 from embedcurate.model.io import load_weights, save_embedder
 from embedcurate.model.losses import InfoNCELoss, LossOutput
 from embedcurate.model.memory import fit_to_device
+from embedcurate.pipeline.hardware import cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +126,7 @@ def train(shards_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> Trai
     _record_config(out_dir, cfg, shards)  # refuses another embedder before loading one
     trainer = Trainer(cfg, shards, out_dir)
     if trainer.cfg != cfg:
-        _record_config(out_dir, trainer.cfg, shards)  # the chunking chosen for this device
+        _record_config(out_dir, trainer.cfg, shards)  # the precision and chunking chosen here
     report = TrainReport(run_dir=str(out_dir), shards_dir=str(shards.shards_dir))
     for stage in cfg.stages:
         report.stages.append(trainer.run_stage(stage))
@@ -155,13 +159,15 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, shards: TrainShards, out_dir: Path) -> None:
         from accelerate import Accelerator
 
+        cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg))
         self.cfg = cfg
         self.shards = shards
         self.out_dir = out_dir
         self.accelerator = Accelerator(
-            mixed_precision=_mixed_precision(cfg),
+            mixed_precision="bf16" if cfg.precision == "bf16" else "no",
             cpu=cfg.device == "cpu",
         )
+        logger.info("precision: %s on %s", cfg.precision, self.accelerator.device)
         torch.manual_seed(cfg.seed)  # the latent array and LoRA A matrices start the same
         self.embedder: Embedder = build_embedder(cfg.embedder, device=self.accelerator.device)
         self.model = self.accelerator.prepare_model(self.embedder)
@@ -188,11 +194,12 @@ class Trainer:
         step = start_step
         while step < stage_cfg.max_steps:
             micro_batches = [next(stream) for _ in range(stage_cfg.grad_accum_steps)]
+            clocks = _StepClocks.start()
             stats = self._optimizer_step(stage_cfg, micro_batches, optimizer)
             scheduler.step()
             step += 1
             history.append(stats)
-            self._log_step(stage, step, stats, scheduler.get_last_lr()[0], bar)
+            self._log_step(stage, step, stats, scheduler.get_last_lr()[0], clocks.stop(), bar)
             if step % self.cfg.checkpoint_every == 0 or step == stage_cfg.max_steps:
                 self._save_checkpoint(stage, step, optimizer, scheduler)
         if bar is not None:
@@ -361,7 +368,10 @@ class Trainer:
 
         return tqdm(total=total, initial=start, desc=f"stage {stage}", unit="step")
 
-    def _log_step(self, stage: int, step: int, stats: StepStats, lr: float, bar: Any) -> None:
+    def _log_step(
+        self, stage: int, step: int, stats: StepStats, lr: float, clocks: dict[str, float], bar: Any
+    ) -> None:
+        """One line of train_log.jsonl, with the step's wall and CPU seconds (see _StepClocks)."""
         if not self.accelerator.is_main_process:
             return
         record = {
@@ -371,6 +381,7 @@ class Trainer:
             "accuracy": stats.accuracy,
             "lr": lr,
             "tokens": stats.num_tokens,
+            **clocks,
         }
         with (self.out_dir / LOG_FILE).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -494,13 +505,36 @@ def _load_tensors(path: Path) -> dict[str, Any]:
         ) from exc
 
 
-def _mixed_precision(cfg: TrainConfig) -> str:
-    if cfg.precision == "bf16":
-        return "bf16"
-    if cfg.precision == "fp32":
-        return "no"
+def resolve_precision(cfg: TrainConfig) -> Literal["fp32", "bf16"]:
+    """The precision `auto` means on this machine: bf16 autocast on GPUs and on CPUs that
+    compute bf16 natively (there a MiniLM step is 1.5x faster and its losses track fp32's,
+    `bench/RESULTS.md`), else fp32 (elsewhere bf16 is emulated, slower than fp32). The teacher's
+    `dtype: auto` decides the same way. An explicit `fp32` or `bf16` is kept. accelerate holds
+    one precision per process: a later Trainer in the same process must resolve to the same."""
+    if cfg.precision != "auto":
+        return cfg.precision
     use_gpu = cfg.device != "cpu" and torch.cuda.is_available()
-    return "bf16" if use_gpu else "no"
+    return "bf16" if use_gpu or cpu_has_native_bf16() else "fp32"
+
+
+@dataclass(frozen=True)
+class _StepClocks:
+    """Wall and process CPU time of one optimizer step (embedding, backward, optimizer; no
+    loading or checkpoints). CPU seconds compare steps fairly on a shared machine, where other
+    jobs stretch the wall time but not the work done."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def start(cls) -> _StepClocks:
+        return cls(time.perf_counter(), time.process_time())
+
+    def stop(self) -> dict[str, float]:
+        return {
+            "seconds": round(time.perf_counter() - self.wall, 3),
+            "cpu_seconds": round(time.process_time() - self.cpu, 3),
+        }
 
 
 def _schedule(cfg: StageConfig) -> Any:

@@ -3,7 +3,8 @@
 Two kinds of rule: heavy libraries stay at the edges (each in the one module that needs it,
 imported lazily from `pipeline/` and the CLI), and packages depend in one direction only
 (`pipeline` never imports `model`, `flows` or the CLI; `model` takes from `pipeline` only
-the data contract and the packaged-model resolver; `flows` never imports the CLI).
+the data contract, the packaged-model resolver and the CPU feature check; `flows` never
+imports the CLI).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ MODEL_MAY_IMPORT = {
     "embedcurate.pipeline.blend",
     "embedcurate.pipeline.instructions",
     "embedcurate.pipeline.packaged",
+    "embedcurate.pipeline.hardware",  # which precision `auto` means on this CPU
     "embedcurate.pipeline.sources.beir",
 }
 CLI_MODULES = ("embedcurate.cli", "embedcurate.commands", "embedcurate.console")

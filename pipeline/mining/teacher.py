@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from embedcurate.pipeline.blend import TeacherConfig
+from embedcurate.pipeline.hardware import cpu_has_native_bf16
 from embedcurate.pipeline.packaged import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -58,20 +59,6 @@ def _pick_devices(device: str) -> list[str]:
     if torch.cuda.is_available():
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return ["cpu"]
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo;
-    False where that cannot be told (then float32 stays the CPU default)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"avx512_bf16", "amx_bf16"} & flags)
-    except OSError:
-        return False
-    return False
 
 
 def resolve_dtype(dtype: str, device: str, quantize: str = "none") -> str:
