@@ -285,12 +285,21 @@ def untrained_scores(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def run_folder(args: argparse.Namespace, arm_name: str, seed: int) -> Path:
+    return args.work / "runs" / f"{arm_name}-seed{seed}-eval{args.eval_docs}"
+
+
+def finished_run(args: argparse.Namespace, arm_name: str, seed: int) -> dict[str, Any] | None:
+    """The scores of an arm-seed WORK already holds; None when it never finished."""
+    result_path = run_folder(args, arm_name, seed) / "scores.json"
+    return json.loads(result_path.read_text()) if result_path.is_file() else None
+
+
 def run_arm(args: argparse.Namespace, arm: Arm, seed: int) -> dict[str, Any]:
     train_dir, info = make_train_data(args, arm)
-    run_dir = args.work / "runs" / f"{arm.name}-seed{seed}-eval{args.eval_docs}"
-    result_path = run_dir / "scores.json"
-    if result_path.is_file():
-        return json.loads(result_path.read_text())
+    run_dir = run_folder(args, arm.name, seed)
+    if (finished := finished_run(args, arm.name, seed)) is not None:
+        return finished
     started = time.perf_counter()
     report = train(train_dir, run_dir, train_config(args, arm, seed, info["train_rows"]))
     trained = load_embedder(run_dir)
@@ -309,7 +318,7 @@ def run_arm(args: argparse.Namespace, arm: Arm, seed: int) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 1),
         "data": info,
     }
-    result_path.write_text(json.dumps(result, indent=2))
+    (run_dir / "scores.json").write_text(json.dumps(result, indent=2))
     logger.info("%s seed %d: nDCG@10 %.4f", arm.name, seed, scores.ndcg_at_10)
     return result
 
@@ -414,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--judge-check", type=int, default=0, help="only score the LLM judge on N labelled pairs"
     )
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="table the arm-seeds WORK already holds (a run stopped part-way); train nothing",
+    )
     return parser
 
 
@@ -438,7 +452,11 @@ def main() -> None:
     table = arms(args)
     started = time.perf_counter()
     untrained = untrained_scores(args)
-    results = [run_arm(args, table[name], seed) for name in chosen for seed in seeds]
+    if args.finished_only:
+        found = (finished_run(args, name, seed) for name in chosen for seed in seeds)
+        results = [result for result in found if result is not None]
+    else:
+        results = [run_arm(args, table[name], seed) for name in chosen for seed in seeds]
     rows = summarise(results)
     payload = {
         "args": {k: str(v) for k, v in vars(args).items()},
