@@ -155,18 +155,30 @@ def _record_config(out_dir: Path, cfg: TrainConfig, shards: TrainShards) -> None
     path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
+def make_accelerator(precision: Literal["fp32", "bf16"], cpu: bool) -> Any:
+    """An `Accelerator` in `precision`, also in a process that trained before in another one.
+
+    accelerate keeps one mixed precision per process and refuses an Accelerator that asks for
+    another. A process that trains twice (a Prefect worker running train flows with different
+    settings, a notebook, the test suite) must be able to, so a precision an earlier Trainer
+    left is forgotten first; the process's device state (`PartialState`) stays as it is.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    mixed = "bf16" if precision == "bf16" else "no"
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed, cpu=cpu)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, shards: TrainShards, out_dir: Path) -> None:
-        from accelerate import Accelerator
-
         cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg))
         self.cfg = cfg
         self.shards = shards
         self.out_dir = out_dir
-        self.accelerator = Accelerator(
-            mixed_precision="bf16" if cfg.precision == "bf16" else "no",
-            cpu=cfg.device == "cpu",
-        )
+        self.accelerator = make_accelerator(cfg.precision, cpu=cfg.device == "cpu")
         logger.info("precision: %s on %s", cfg.precision, self.accelerator.device)
         torch.manual_seed(cfg.seed)  # the latent array and LoRA A matrices start the same
         self.embedder: Embedder = build_embedder(cfg.embedder, device=self.accelerator.device)
@@ -509,8 +521,7 @@ def resolve_precision(cfg: TrainConfig) -> Literal["fp32", "bf16"]:
     """The precision `auto` means on this machine: bf16 autocast on GPUs and on CPUs that
     compute bf16 natively (there a MiniLM step is 1.5x faster and its losses track fp32's,
     `bench/RESULTS.md`), else fp32 (elsewhere bf16 is emulated, slower than fp32). The teacher's
-    `dtype: auto` decides the same way. An explicit `fp32` or `bf16` is kept. accelerate holds
-    one precision per process: a later Trainer in the same process must resolve to the same."""
+    `dtype: auto` decides the same way. An explicit `fp32` or `bf16` is kept."""
     if cfg.precision != "auto":
         return cfg.precision
     use_gpu = cfg.device != "cpu" and torch.cuda.is_available()

@@ -9,7 +9,6 @@ teacher's, change in the last bits with the group of texts they are encoded in.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 from embedcurate.pipeline.errors import ConfigError
 from embedcurate.pipeline.manifest import read_manifest
-from testkit.clusters import finished_tasks, local_dask_cluster, local_ray
+from testkit.clusters import finished_tasks, local_dask_cluster, local_ray, ray_task_pids
 
 from .conftest import write_corpus_folder
 
@@ -110,7 +109,7 @@ def test_dask_workers_encode_the_parts_survive_a_failure_and_a_death_and_mine_wh
 
 @pytest.mark.slow  # about 30 s: a local Ray whose workers each load torch
 def test_ray_workers_encode_the_parts_and_mine_what_threads_mine(
-    tmp_path, data_dir, tiny_model, thread_hashes, capfd
+    tmp_path, data_dir, tiny_model, thread_hashes
 ) -> None:
     from embedcurate.flows.curate import curate_flow
 
@@ -121,10 +120,9 @@ def test_ray_workers_encode_the_parts_and_mine_what_threads_mine(
         with pytest.raises(ConfigError, match=r"need a GPU.*Ray cluster has no GPU"):
             curate_flow(str(gpu_blend), str(tmp_path / "gpu-run"), "ray")
     assert mined_hashes(on_ray) == thread_hashes
-    # Ray forwards a worker's output to the driver as "(task pid=N) ..."
-    encode_pids = set(re.findall(r"\(mine-encode pid=(\d+)\)", capfd.readouterr().err))
+    encode_pids = ray_task_pids("mine-encode")
     assert encode_pids  # the parts ran as Ray tasks, in worker processes
-    assert str(os.getpid()) not in encode_pids
+    assert os.getpid() not in encode_pids
     assert not (tmp_path / "gpu-run" / "pairs").exists()
 
 

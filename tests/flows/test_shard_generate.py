@@ -9,7 +9,6 @@ test; the server counts them.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +151,10 @@ def test_dask_workers_generate_the_parts_survive_a_death_and_write_what_threads_
 
 @pytest.mark.slow  # about 25 s: a local Ray whose workers import the pipeline
 def test_ray_workers_generate_the_parts_and_write_what_threads_write(
-    in_one_process: Any, server: ScriptedServer, tmp_path: Path, prefect_harness: None, capfd
+    in_one_process: Any, server: ScriptedServer, tmp_path: Path, prefect_harness: None
 ) -> None:
     from embedcurate.flows.curate import curate_flow
-    from testkit.clusters import local_ray
+    from testkit.clusters import local_ray, ray_task_pids
 
     root, reference, reference_calls = in_one_process
     blend = write_generate_blend(root, server, f"ray-{tmp_path.name}")
@@ -163,7 +162,6 @@ def test_ray_workers_generate_the_parts_and_write_what_threads_write(
         calls = calls_made(server, lambda: curate_flow(str(blend), str(tmp_path / "run"), "ray"))
     assert synthetic_hashes(tmp_path / "run") == reference
     assert calls == reference_calls
-    # Ray forwards a worker's output to the driver as "(task pid=N) ..."
-    part_pids = set(re.findall(r"\(generate-requests pid=(\d+)\)", capfd.readouterr().err))
+    part_pids = ray_task_pids("generate-requests")
     assert part_pids  # the parts ran as Ray tasks, in worker processes
-    assert str(os.getpid()) not in part_pids
+    assert os.getpid() not in part_pids

@@ -27,18 +27,3 @@ def single_thread_torch() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _forget_accelerate_precision() -> None:
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()  # the process state (PartialState) is kept
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_precision() -> Iterator[Callable[[], None]]:
-    """accelerate keeps one mixed precision per process and refuses a Trainer that asks for
-    another; each test builds its trainers as a fresh process would. A test that trains in two
-    precisions calls the fixture's value between them."""
-    yield _forget_accelerate_precision
-    _forget_accelerate_precision()

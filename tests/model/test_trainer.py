@@ -240,11 +240,11 @@ def test_bf16_autocast_on_cpu_trains_lora_and_tracks_fp32(
     tiny_backbone: Callable[[str], Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    fresh_accelerate_precision: Callable[[], None],
 ) -> None:
     """`auto` on a CPU with native bf16: GradCache steps under bf16 autocast give finite losses
     within a few percent of fp32's (but not equal: bf16 did run), update the LoRA weights, and
-    the run folder records the precision that ran."""
+    the run folder records the precision that ran. One process trains in both precisions, one
+    after the other, as a long-lived worker would."""
     monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: True)
     shards = write_train(tmp_path / "train", retrieval_train_rows())
     cfg = stage_one(tiny_train_config(tiny_backbone("mistral")), max_steps=2, cache_chunk_size=4)
@@ -255,7 +255,6 @@ def test_bf16_autocast_on_cpu_trains_lora_and_tracks_fp32(
         if "lora_" in name
     }
     bf16 = train(shards, tmp_path / "bf16", cfg).stages[0]
-    fresh_accelerate_precision()
     fp32 = train(shards, tmp_path / "fp32", dataclasses.replace(cfg, precision="fp32")).stages[0]
 
     recorded = json.loads((tmp_path / "bf16" / "train_config.json").read_text())

@@ -1,10 +1,12 @@
 """Local clusters for tests: Dask worker processes of one thread each (scratch in the test's
-folder) and what each worker finished, read from its task log; a local Ray, shut down after."""
+folder) and what each worker finished, read from its task log; a local Ray, shut down after,
+and which of its worker processes ran a task, read from their log files."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,3 +58,17 @@ def local_ray(num_cpus: int) -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+def ray_task_pids(task_name: str) -> set[int]:
+    """Process ids of the Ray workers whose logs show a Prefect task run named `task_name`
+    finishing (`Task run '<task_name>-xyz' - Finished ...`). Read from the workers' own log
+    files (`worker-<id>-<job>-<pid>.err` in the sessions under $RAY_TMPDIR), not from what Ray
+    forwards to the driver, which it does asynchronously and may not have done by the time a
+    short flow ends."""
+    pattern = re.compile(rf"Task run '{re.escape(task_name)}-[^']*' - Finished")
+    pids = set()
+    for log in Path(os.environ["RAY_TMPDIR"]).glob("session_*/logs/worker-*.*"):
+        if pattern.search(log.read_text(errors="replace")):
+            pids.add(int(log.stem.rsplit("-", 1)[1]))
+    return pids
