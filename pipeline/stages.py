@@ -122,15 +122,19 @@ def _sources_section(blend: BlendConfig) -> SourcesStageConfig | None:
     return SourcesStageConfig.of(blend) if blend.sources else None
 
 
+def _synthetic_dir(run_dir: Path) -> Path:
+    return run_dir / "pairs" / "synthetic"
+
+
 def _generate_outputs(_: Tables, run_dir: Path, __: GenerateStageConfig) -> Tables:
-    return {"pairs": [run_dir / "pairs" / "synthetic"]}
+    return {"pairs": [_synthetic_dir(run_dir)]}
 
 
 def _run_generate(_: Tables, ctx: StageContext, cfg: GenerateStageConfig) -> StageReport:
     from embedcurate.pipeline.generation.shard_generate import absorb_parts, remove_plan
     from embedcurate.pipeline.generation.stage import run_generate
 
-    out_dir = ctx.run_dir / "pairs" / "synthetic"
+    out_dir = _synthetic_dir(ctx.run_dir)
     absorb_parts(cfg.generator, out_dir)  # what the workers generated, when they did
     report = run_generate(out_dir, cfg)
     remove_plan(cfg.generator, out_dir)
@@ -140,7 +144,7 @@ def _run_generate(_: Tables, ctx: StageContext, cfg: GenerateStageConfig) -> Sta
 def _plan_generate(_: Tables, ctx: StageContext, cfg: GenerateStageConfig) -> list[str]:
     from embedcurate.pipeline.generation.shard_generate import write_plan
 
-    return write_plan(cfg, ctx.run_dir / "pairs" / "synthetic")
+    return write_plan(cfg, _synthetic_dir(ctx.run_dir))
 
 
 def _generate_part(part: str, cfg: GenerateStageConfig) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from embedcurate.pipeline.atomic import sha256_json
+from embedcurate.pipeline.blend import GeneratorConfig
 from embedcurate.pipeline.generation.types import (
     GenerationError,
     GenerationRequest,
@@ -27,6 +28,7 @@ from embedcurate.pipeline.generation.types import (
     GeneratorBackend,
 )
 from embedcurate.pipeline.manifest import now_iso
+from embedcurate.pipeline.packaged import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,16 @@ def cache_key(request: GenerationRequest, model_identity: str) -> str:
 def generation_folder(cache_dir: Path) -> Path:
     """The folder of a cache directory's response cache (and of generation plans)."""
     return Path(cache_dir) / "generation"
+
+
+def generator_folder(cfg: GeneratorConfig) -> Path:
+    """Where a generator's responses and generation plans live (`generator.cache_dir`)."""
+    return generation_folder(cfg.cache_dir or cache_root())
+
+
+def response_cache(cfg: GeneratorConfig) -> ResponseCache:
+    """The response cache a generator's blend section names."""
+    return ResponseCache(cfg.cache_dir or cache_root())
 
 
 class ResponseStore(Protocol):

@@ -37,7 +37,8 @@ from embedcurate.pipeline.generation.backends import make_backend
 from embedcurate.pipeline.generation.cache import (
     CachingGenerator,
     ResponseCache,
-    generation_folder,
+    generator_folder,
+    response_cache,
 )
 from embedcurate.pipeline.generation.prompts import load_template
 from embedcurate.pipeline.generation.stage import (
@@ -45,10 +46,8 @@ from embedcurate.pipeline.generation.stage import (
     generate_candidates,
     generation_plan,
     load_templates,
-    response_cache,
 )
 from embedcurate.pipeline.generation.types import GenerationResult
-from embedcurate.pipeline.packaged import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +87,8 @@ class ReadThrough:
         self.part.put(key, model_identity, result)
 
 
-def generation_root(cfg: GeneratorConfig) -> Path:
-    return generation_folder(cfg.cache_dir or cache_root())
-
-
 def plans_folder(cfg: GeneratorConfig, out_dir: Path) -> Path:
-    return generation_root(cfg) / PLANS_DIR / plan_name(out_dir)
+    return generator_folder(cfg) / PLANS_DIR / plan_name(out_dir)
 
 
 def split_tasks(synthetic_type: str, tasks: list[str], tasks_per_part: int) -> list[GeneratePart]:
@@ -132,18 +127,18 @@ def write_plan(stage_cfg: GenerateStageConfig, out_dir: Path) -> list[str]:
         cfg.examples_per_task,
         len(parts),
     )
-    return [path.relative_to(generation_root(cfg)).as_posix() for path in parts]
+    return [path.relative_to(generator_folder(cfg)).as_posix() for path in parts]
 
 
 def generate_part(part: str, stage_cfg: GenerateStageConfig) -> int:
     """Ask one part's requests with this process's backend; returns how many calls it made
     (none for requests the shared cache or the part's own file already answer)."""
     cfg = stage_cfg.generator
-    path = generation_root(cfg) / part
+    path = generator_folder(cfg) / part
     if not path.is_file():
         raise ConfigError(
             f"{path}: this worker does not see the generation plan written in the response "
-            f"cache folder {generation_root(cfg)}; every worker must reach the same folder: "
+            f"cache folder {generator_folder(cfg)}; every worker must reach the same folder: "
             "set generator.cache_dir to a shared folder"
         )
     work = GeneratePart.read(path)

@@ -36,7 +36,7 @@ from embedcurate.pipeline.generation.backends import (
     repetition_penalty,
     wants_guided_json,
 )
-from embedcurate.pipeline.generation.cache import CachingGenerator, ResponseCache
+from embedcurate.pipeline.generation.cache import CachingGenerator, response_cache
 from embedcurate.pipeline.generation.fielded import generate_fielded, list_steps, object_steps
 from embedcurate.pipeline.generation.filters import (
     KEEP,
@@ -59,7 +59,6 @@ from embedcurate.pipeline.generation.types import (
     GenerationResult,
     SamplingParams,
 )
-from embedcurate.pipeline.packaged import cache_root
 from embedcurate.pipeline.report import StageReport
 from embedcurate.pipeline.schemas import TableKind, TaskType, rows_to_table
 from embedcurate.pipeline.shards import write_shards
@@ -537,10 +536,6 @@ def load_templates(cfg: GeneratorConfig) -> dict[str, tuple[PromptTemplate, Prom
     return {
         t: (load_template("brainstorm", t), load_template("generate", t)) for t in cfg.task_types
     }
-
-
-def response_cache(cfg: GeneratorConfig) -> ResponseCache:
-    return ResponseCache(cfg.cache_dir or cache_root())
 
 
 def brainstorm_all(

@@ -23,7 +23,7 @@ from embedcurate.pipeline.generation.backends import (
     repetition_penalty,
     wants_guided_json,
 )
-from embedcurate.pipeline.generation.cache import CachingGenerator, ResponseCache, cache_key
+from embedcurate.pipeline.generation.cache import CachingGenerator, cache_key, response_cache
 from embedcurate.pipeline.generation.prompts import PromptTemplate, load_judge_template
 from embedcurate.pipeline.generation.types import (
     GenerationError,
@@ -33,7 +33,6 @@ from embedcurate.pipeline.generation.types import (
     SamplingParams,
 )
 from embedcurate.pipeline.judge.verdicts import Judgement, JudgePair, Verdict
-from embedcurate.pipeline.packaged import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class LLMJudge:
         self.form = prompt_form(gen)
         self.guided = wants_guided_json(gen, self.form)
         self.backend = backend if backend is not None else make_backend(gen)
-        self.cache = ResponseCache(gen.cache_dir or cache_root())
+        self.cache = response_cache(gen)
         self.generator = CachingGenerator(self.backend, self.cache)
         self.name = f"llm:{self.backend.model_id}"
         self.prompt_id = self.template.prompt_id
