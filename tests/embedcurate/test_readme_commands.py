@@ -9,6 +9,7 @@ first run's cached LLM responses and embeddings, so it costs seconds, not minute
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,6 +312,10 @@ def test_train_on_the_packaged_gemma_gguf_backbone(demo_run: CuratedRun, tmp_pat
     assert (run / "stage1" / "adapter" / "adapter_model.safetensors").is_file()
     recorded = json.loads((run / "train_config.json").read_text())["config"]
     assert recorded["embedder"]["backbone"]["name_or_path"] == GEMMA
+    # the GGUF was dequantised once into a plain folder, which the encode below loads
+    converted_dir = Path(os.environ["EMBEDCURATE_CACHE_DIR"]) / "models" / "converted"
+    (converted,) = converted_dir.iterdir()
+    assert {path.name for path in converted.iterdir()} >= {"config.json", "model.safetensors"}
 
     texts = tmp_path / "one.txt"
     texts.write_text("what makes bread rise\n")
@@ -323,6 +328,7 @@ def test_train_on_the_packaged_gemma_gguf_backbone(demo_run: CuratedRun, tmp_pat
     matrix = np.load(out)
     assert matrix.shape[0] == 1
     assert np.linalg.norm(matrix[0]) == pytest.approx(1.0, abs=1e-4)
+    assert list(converted_dir.iterdir()) == [converted], "encode converted the GGUF again"
 
 
 # --- generate ----------------------------------------------------------------------------------
