@@ -10,6 +10,7 @@ This is the only module that imports `llama_cpp`, and it does so lazily.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -35,7 +36,18 @@ CONTEXT_TOKENS = 4096
 PROMPT_TOKENS = 3072  # room for the few-shot prompt and the values written so far
 THREADS_ENV = "EMBEDCURATE_LLAMA_THREADS"
 
-_MODELS: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
+
+@dataclasses.dataclass
+class SharedModel:
+    """One loaded llama.cpp model, the lock that serialises its use (a llama.cpp context runs
+    one sequence at a time) and how many open backends hold it."""
+
+    model: Any
+    lock: threading.Lock
+    holders: int = 0
+
+
+_MODELS: dict[tuple[str, int, int], SharedModel] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -98,9 +110,9 @@ def weights_in_plain_buffers() -> Iterator[None]:
 
 def load_llama(
     path: Path, n_ctx: int = CONTEXT_TOKENS, n_threads: int | None = None
-) -> tuple[Any, threading.Lock]:
-    """One llama.cpp model per (file, context, threads) per process, with the lock that
-    serialises its use (a llama.cpp context runs one sequence at a time)."""
+) -> tuple[tuple[str, int, int], SharedModel]:
+    """One llama.cpp model per (file, context, threads) per process, shared by the backends
+    that hold it; `release_llama(key)` when done. Returns the key and the model."""
     threads = n_threads or default_threads()
     key = (str(path), n_ctx, threads)
     with _MODELS_LOCK:
@@ -117,8 +129,28 @@ def load_llama(
                     seed=0,
                     verbose=False,
                 )
-            _MODELS[key] = (model, threading.Lock())
-        return _MODELS[key]
+            _MODELS[key] = SharedModel(model, threading.Lock())
+        shared = _MODELS[key]
+        shared.holders += 1
+        return key, shared
+
+
+def release_llama(key: tuple[str, int, int]) -> None:
+    """Free the model once no backend holds it: its weights, KV cache and compute buffers
+    (about 1 GB for the packaged Gemma, most of it the 262k-token logits) must not stay
+    taken while the rest of a flow mines and trains. Loading again takes about a second
+    (the file is memory-mapped)."""
+    with _MODELS_LOCK:
+        shared = _MODELS.get(key)
+        if shared is None:
+            return
+        shared.holders -= 1
+        if shared.holders > 0:
+            return
+        del _MODELS[key]
+    with shared.lock:  # a request still running on it finishes first
+        shared.model.close()
+    logger.info("released %s", key[0])
 
 
 class EmbeddedBackend:
@@ -136,37 +168,39 @@ class EmbeddedBackend:
         self.model_id = cfg.model
         self.cache_identity = f"gguf:{cfg.model}:{self.model_path.stat().st_size}"
         self._n_ctx = max(CONTEXT_TOKENS, cfg.max_tokens + PROMPT_TOKENS)
-        self._llm: Any = None  # loaded by the first request
-        self._lock = threading.Lock()
+        self._model: tuple[tuple[str, int, int], SharedModel] | None = None  # first request
         self._grammars: dict[str, Any] = {}
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: ResultCallback) -> None:
         """Loads the model on the first request: a run whose answers are all cached (a rerun,
         or the stage after workers generated its parts) never loads it."""
-        if requests and self._llm is None:
-            self._llm, self._lock = load_llama(self.model_path, self._n_ctx)
+        if not requests:
+            return
+        if self._model is None:
+            self._model = load_llama(self.model_path, self._n_ctx)
+        shared = self._model[1]
         for index, request in enumerate(requests):
             try:
-                with self._lock:
-                    result = self._generate_one(request)
+                with shared.lock:
+                    result = self._complete(shared.model, request)
             except ValueError as exc:  # llama-cpp-python reports a prompt too long this way
                 raise GenerationError(
                     f"embedded backend ({self.model_path}): request {index} failed: {exc}"
                 ) from exc
             on_result(index, result)
 
-    def _generate_one(self, request: GenerationRequest) -> GenerationResult:
+    def _complete(self, llm: Any, request: GenerationRequest) -> GenerationResult:
         options = request.sampling.engine_options("repeat_penalty")
         if request.prompt.form == "chat":
             messages = [{"role": m.role, "content": m.content} for m in request.prompt.messages]
             if request.json_schema is not None:
                 options["response_format"] = {"type": "json_object", "schema": request.json_schema}
-            output = self._llm.create_chat_completion(messages=messages, **options)
+            output = llm.create_chat_completion(messages=messages, **options)
             text = output["choices"][0]["message"]["content"] or ""
         else:
             if request.json_schema is not None:
                 options["grammar"] = self._grammar(request.json_schema)
-            output = self._llm.create_completion(prompt=request.prompt.text, **options)
+            output = llm.create_completion(prompt=request.prompt.text, **options)
             text = output["choices"][0]["text"]
         usage = output.get("usage") or {}
         return GenerationResult(
@@ -185,7 +219,10 @@ class EmbeddedBackend:
         return self._grammars[text]
 
     def close(self) -> None:
-        """The model stays loaded for the rest of the process (loading is the slow part)."""
+        """Let go of the model: the last backend holding it frees it."""
+        if self._model is not None:
+            release_llama(self._model[0])
+            self._model = None
 
 
 def serve(argv: list[str]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from embedcurate.pipeline.blend import BlendConfig, GenerateStageConfig, GeneratorConfig
+from embedcurate.pipeline.generation import embedded_backend
 from embedcurate.pipeline.generation.embedded_backend import EmbeddedBackend
 from embedcurate.pipeline.generation.prompts import RenderedPrompt
 from embedcurate.pipeline.generation.stage import run_generate
@@ -78,14 +79,14 @@ def test_embedded_generation_end_to_end_then_all_from_cache(
 
 
 @pytest.mark.slow
-def test_the_model_is_loaded_once_per_process_by_the_first_request(
+def test_the_model_is_loaded_once_by_the_first_request_and_freed_by_the_last_close(
     embedded_cache_dir: Path,
 ) -> None:
     blend = _blend(embedded_cache_dir)
     assert blend.generator is not None
     first, second = EmbeddedBackend(blend.generator), EmbeddedBackend(blend.generator)
     first.generate([], lambda *_: None)
-    assert first._llm is None  # nothing asked, nothing loaded (an all-cached run)
+    assert first._model is None  # nothing asked, nothing loaded (an all-cached run)
     request = GenerationRequest(
         RenderedPrompt("completion", text="The capital of France is"),
         SamplingParams(max_tokens=2, temperature=0.0, top_p=1.0, seed=1),
@@ -93,9 +94,22 @@ def test_the_model_is_loaded_once_per_process_by_the_first_request(
     answers: list[GenerationResult] = []
     for backend in (first, second):
         backend.generate([request], lambda _, result: answers.append(result))
-    assert first._llm is not None
-    assert first._llm is second._llm
+    assert first._model is not None
+    assert second._model is not None
+    key, shared = first._model
+    assert second._model[1] is shared  # one model for the process
+    assert (embedded_backend._MODELS[key], shared.holders) == (shared, 2)
     assert answers[0].text == answers[1].text
     assert answers[0].completion_tokens > 0
     assert first.cache_identity == second.cache_identity
+
+    first.close()
+    assert embedded_backend._MODELS[key] is shared  # the second backend still holds it
+    second.close()
+    assert key not in embedded_backend._MODELS  # freed with the last holder
+    first.generate([request], lambda _, result: answers.append(result))  # loads again
+    assert first._model is not None
+    assert first._model[1] is not shared
+    assert answers[2].text == answers[0].text
+    first.close()
     assert os.path.realpath(first.model_path).endswith("gemma-3-270m-q4_k_m.gguf")
