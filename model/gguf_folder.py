@@ -14,7 +14,6 @@ resolved path, size and modification time: a changed file converts again.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -35,7 +34,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from embedcurate.pipeline.atomic import fsync_dir, temp_path_for
+from embedcurate.pipeline.atomic import move_folder_into_place, temp_path_for
 from embedcurate.pipeline.packaged import cache_root
 
 logger = logging.getLogger(__name__)
@@ -95,10 +94,7 @@ def convert_into(load: Callable[[], Loaded], final: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)  # what a conversion killed here left
     try:
         write_converted(*load(), staging)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            os.replace(staging, final)
-        fsync_dir(final.parent)
+        move_folder_into_place(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if not final.is_dir():
@@ -115,10 +111,11 @@ def write_converted(
     # save_pretrained refuses a model loaded from a GGUF (it counts as quantised, though its
     # weights are dequantised): the config and the state dict are written directly
     out.mkdir(parents=True, exist_ok=True)
+    weights = model.state_dict()
     config.save_pretrained(out)
-    save_file(model.state_dict(), str(out / WEIGHTS), metadata={"format": "pt"})
+    save_file(weights, str(out / WEIGHTS), metadata={"format": "pt"})
     tokenizer.save_pretrained(out)
-    check_copy(out, config, model.state_dict(), tokenizer)
+    check_copy(out, config, weights, tokenizer)
     for path in out.iterdir():
         with open(path, "rb+") as handle:
             os.fsync(handle.fileno())

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,18 @@ def atomic_path(final_path: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def move_folder_into_place(staging: Path, final: Path) -> None:
+    """Rename a fully written `staging` folder to `final`, unless a writer racing this one
+    (another process, another Dask attempt) renamed its own copy there first: the first
+    rename wins and this copy is discarded. Nothing is left at `staging` either way."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not final.is_dir():
+        with contextlib.suppress(OSError):  # a non-empty folder is already there
+            os.replace(staging, final)
+            fsync_dir(final.parent)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_bytes_atomic(final_path: Path, data: bytes) -> None:

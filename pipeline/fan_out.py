@@ -16,14 +16,12 @@ the one it was given.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from embedcurate.pipeline.atomic import temp_path_for
+from embedcurate.pipeline.atomic import move_folder_into_place, temp_path_for
 
 PLANS_DIR = "plans"
 
@@ -57,10 +55,8 @@ class PlanWriter:
     def commit(self) -> list[Path]:
         """Rename the staging folder to the plan's digest; the parts' final paths, in order."""
         final = self.plans / self._digest.hexdigest()
-        if self._names and not final.is_dir():
-            with contextlib.suppress(OSError):  # another planner renamed the same plan first
-                os.replace(self.staging, final)
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self._names:  # another planner may have renamed the same plan first
+            move_folder_into_place(self.staging, final)
         return [final / name for name in self._names]
 
 

@@ -39,9 +39,11 @@ THREADS_ENV = "EMBEDCURATE_LLAMA_THREADS"
 
 @dataclasses.dataclass
 class SharedModel:
-    """One loaded llama.cpp model, the lock that serialises its use (a llama.cpp context runs
-    one sequence at a time) and how many open backends hold it."""
+    """One loaded llama.cpp model under its key (file, context, threads), the lock that
+    serialises its use (a llama.cpp context runs one sequence at a time) and how many open
+    backends hold it."""
 
+    key: tuple[str, int, int]
     model: Any
     lock: threading.Lock
     holders: int = 0
@@ -110,9 +112,9 @@ def weights_in_plain_buffers() -> Iterator[None]:
 
 def load_llama(
     path: Path, n_ctx: int = CONTEXT_TOKENS, n_threads: int | None = None
-) -> tuple[tuple[str, int, int], SharedModel]:
+) -> SharedModel:
     """One llama.cpp model per (file, context, threads) per process, shared by the backends
-    that hold it; `release_llama(key)` when done. Returns the key and the model."""
+    that hold it; `release_llama` it when done."""
     threads = n_threads or default_threads()
     key = (str(path), n_ctx, threads)
     with _MODELS_LOCK:
@@ -129,28 +131,25 @@ def load_llama(
                     seed=0,
                     verbose=False,
                 )
-            _MODELS[key] = SharedModel(model, threading.Lock())
+            _MODELS[key] = SharedModel(key, model, threading.Lock())
         shared = _MODELS[key]
         shared.holders += 1
-        return key, shared
+        return shared
 
 
-def release_llama(key: tuple[str, int, int]) -> None:
+def release_llama(shared: SharedModel) -> None:
     """Free the model once no backend holds it: its weights, KV cache and compute buffers
     (about 1 GB for the packaged Gemma, most of it the 262k-token logits) must not stay
     taken while the rest of a flow mines and trains. Loading again takes about a second
     (the file is memory-mapped)."""
     with _MODELS_LOCK:
-        shared = _MODELS.get(key)
-        if shared is None:
-            return
         shared.holders -= 1
         if shared.holders > 0:
             return
-        del _MODELS[key]
+        del _MODELS[shared.key]
     with shared.lock:  # a request still running on it finishes first
         shared.model.close()
-    logger.info("released %s", key[0])
+    logger.info("released %s", shared.key[0])
 
 
 class EmbeddedBackend:
@@ -168,7 +167,7 @@ class EmbeddedBackend:
         self.model_id = cfg.model
         self.cache_identity = f"gguf:{cfg.model}:{self.model_path.stat().st_size}"
         self._n_ctx = max(CONTEXT_TOKENS, cfg.max_tokens + PROMPT_TOKENS)
-        self._model: tuple[tuple[str, int, int], SharedModel] | None = None  # first request
+        self._shared: SharedModel | None = None  # loaded by the first request
         self._grammars: dict[str, Any] = {}
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: ResultCallback) -> None:
@@ -176,9 +175,9 @@ class EmbeddedBackend:
         or the stage after workers generated its parts) never loads it."""
         if not requests:
             return
-        if self._model is None:
-            self._model = load_llama(self.model_path, self._n_ctx)
-        shared = self._model[1]
+        if self._shared is None:
+            self._shared = load_llama(self.model_path, self._n_ctx)
+        shared = self._shared
         for index, request in enumerate(requests):
             try:
                 with shared.lock:
@@ -220,9 +219,9 @@ class EmbeddedBackend:
 
     def close(self) -> None:
         """Let go of the model: the last backend holding it frees it."""
-        if self._model is not None:
-            release_llama(self._model[0])
-            self._model = None
+        if self._shared is not None:
+            release_llama(self._shared)
+            self._shared = None
 
 
 def serve(argv: list[str]) -> None:

@@ -86,7 +86,7 @@ def test_the_model_is_loaded_once_by_the_first_request_and_freed_by_the_last_clo
     assert blend.generator is not None
     first, second = EmbeddedBackend(blend.generator), EmbeddedBackend(blend.generator)
     first.generate([], lambda *_: None)
-    assert first._model is None  # nothing asked, nothing loaded (an all-cached run)
+    assert first._shared is None  # nothing asked, nothing loaded (an all-cached run)
     request = GenerationRequest(
         RenderedPrompt("completion", text="The capital of France is"),
         SamplingParams(max_tokens=2, temperature=0.0, top_p=1.0, seed=1),
@@ -94,22 +94,21 @@ def test_the_model_is_loaded_once_by_the_first_request_and_freed_by_the_last_clo
     answers: list[GenerationResult] = []
     for backend in (first, second):
         backend.generate([request], lambda _, result: answers.append(result))
-    assert first._model is not None
-    assert second._model is not None
-    key, shared = first._model
-    assert second._model[1] is shared  # one model for the process
-    assert (embedded_backend._MODELS[key], shared.holders) == (shared, 2)
+    shared = first._shared
+    assert shared is not None
+    assert second._shared is shared  # one model for the process
+    assert (embedded_backend._MODELS[shared.key], shared.holders) == (shared, 2)
     assert answers[0].text == answers[1].text
     assert answers[0].completion_tokens > 0
     assert first.cache_identity == second.cache_identity
 
     first.close()
-    assert embedded_backend._MODELS[key] is shared  # the second backend still holds it
+    assert embedded_backend._MODELS[shared.key] is shared  # the second backend still holds it
     second.close()
-    assert key not in embedded_backend._MODELS  # freed with the last holder
+    assert shared.key not in embedded_backend._MODELS  # freed with the last holder
     first.generate([request], lambda _, result: answers.append(result))  # loads again
-    assert first._model is not None
-    assert first._model[1] is not shared
+    assert first._shared is not None
+    assert first._shared is not shared
     assert answers[2].text == answers[0].text
     first.close()
     assert os.path.realpath(first.model_path).endswith("gemma-3-270m-q4_k_m.gguf")
